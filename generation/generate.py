@@ -1,0 +1,27 @@
+"""Sample K candidate replies per context with the policy (vLLM offline engine).
+
+    python generation/generate.py --config configs/demo.yaml \
+        --contexts_path data/runs/demo/iter_1/contexts.jsonl \
+        --output_path data/runs/demo/iter_1/generations.jsonl \
+        --model models/SmolLM2-135M-Instruct
+"""
+
+from collabloop.cli import setup_logging
+from collabloop.config import parse_config
+from collabloop.stage import format_counts
+from collabloop.stage_configs import GenerateConfig
+from generation.candidates import run
+
+
+def main(argv=None):
+    cfg = parse_config(GenerateConfig, "generate", argv, __doc__)
+    setup_logging()
+    meta = run(cfg)
+    if meta is None:
+        print(f"[generate] {cfg.output_path} is up to date; nothing to do")
+    else:
+        print(format_counts("generate", meta["counts"]), f"({meta['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()

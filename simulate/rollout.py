@@ -1,0 +1,138 @@
+"""Futures after each candidate: the simulator plays the user, the policy the assistant.
+
+Turn-synchronous batching: at every turn the user turns of all live
+conversations go to the simulator concurrently, then all assistant turns go
+to the vLLM engine as one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from collabloop.cli import cache_for, check_failures, simulator_client
+from collabloop.jsonl import read_records
+from collabloop.llm_client import LLMClient
+from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
+from collabloop.records import Generation, Simulation, Task
+from collabloop.simulator import next_turn_request, parse_user_turn
+from collabloop.stage import StageRun, fixed_chunks
+from collabloop.stage_configs import SimulateConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """One future in progress."""
+
+    task: Task
+    salt: str
+    history: list[dict]  # context + candidate + future so far
+    future: list[dict] = field(default_factory=list)
+    terminated: bool = False
+    error: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return not self.terminated and self.error is None
+
+
+def roll_out(
+    rollouts: list[Rollout],
+    window_turns: int,
+    simulator: LLMClient,
+    engine: PolicyEngine,
+    sampling: SamplingSettings,
+    seed_parts: tuple,
+) -> None:
+    """Advance every rollout by up to `window_turns` exchanges, in place."""
+    for turn in range(window_turns):
+        live = [r for r in rollouts if r.live]
+        if not live:
+            return
+        requests = [next_turn_request(r.task, r.history, salt=f"{r.salt}/turn{turn}") for r in live]
+        results = simulator.complete_many(requests, progress=f"user turn {turn + 1}/{window_turns}")
+        for rollout, result in zip(live, results):
+            if result.error:
+                rollout.error = f"simulator failed at turn {turn + 1}: {result.error}"
+                continue
+            message, terminated = parse_user_turn(result.text)
+            user = {"role": "user", "content": message}
+            rollout.history.append(user)
+            rollout.future.append(user)
+            rollout.terminated = terminated
+        live = [r for r in rollouts if r.live]
+        if not live:
+            return
+        replies = engine.chat(
+            [r.history for r in live], sampling, n=1, batch_seed=derive_seed(*seed_parts, turn), progress=False
+        )
+        for rollout, reply in zip(live, replies):
+            assistant = {"role": "assistant", "content": reply[0]}
+            rollout.history.append(assistant)
+            rollout.future.append(assistant)
+
+
+def run(cfg: SimulateConfig) -> dict | None:
+    stage = StageRun(
+        "simulate", cfg.output_path, Simulation, (cfg,),
+        inputs={"generations": cfg.generations_path, "tasks": cfg.tasks_path, "model": cfg.model},
+    )
+    if stage.up_to_date():
+        return None
+    records = read_records(cfg.generations_path, Generation)
+    tasks = {t.id: t for t in read_records(cfg.tasks_path, Task)}
+    for r in records:
+        if r.task_id not in tasks:
+            raise ValueError(f"{cfg.generations_path}: record {r.id!r} names task_id {r.task_id!r}, not in {cfg.tasks_path}")
+    done = stage.begin()
+    stage.counts["records_in"] = len(records)
+    stage.counts["resumed"] = len(done)
+    todo_chunks = [(i, c) for i, c in fixed_chunks(records, cfg.batch_size) if any(x.id not in done for x in c)]
+    if todo_chunks:
+        cache = cache_for(cfg, cfg.output_path)
+        simulator = simulator_client(cfg, cache)
+        engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager)
+        sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        from tqdm.auto import tqdm
+
+        for chunk_index, chunk in tqdm(todo_chunks, desc="simulate batches"):
+            rollouts = {
+                (rec.id, k, s): Rollout(
+                    task=tasks[rec.task_id],
+                    salt=f"{rec.id}/cand{k}/future{s}",
+                    history=[*rec.prompt, {"role": "assistant", "content": response}],
+                )
+                for rec in chunk
+                for k, response in enumerate(rec.responses)
+                for s in range(cfg.num_futures)
+            }
+            roll_out(list(rollouts.values()), cfg.window_turns, simulator, engine, sampling, (cfg.seed, chunk_index))
+            failed = sum(1 for r in rollouts.values() if r.error)
+            # Checked before appending, so a rerun redoes this batch once the simulator works again.
+            check_failures(f"simulate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
+            new = []
+            for rec in chunk:
+                if rec.id in done:
+                    continue
+                futures = [
+                    [
+                        {
+                            "messages": (r := rollouts[(rec.id, k, s)]).future,
+                            "terminated": r.terminated,
+                            "error": r.error,
+                        }
+                        for s in range(cfg.num_futures)
+                    ]
+                    for k in range(len(rec.responses))
+                ]
+                new.append(Simulation(**rec.to_dict(), futures=futures))
+                stage.counts["futures"] += sum(len(f) for f in futures)
+                stage.counts["futures_failed"] += sum(1 for per in futures for f in per if f["error"])
+                stage.counts["futures_terminated"] += sum(1 for per in futures for f in per if f["terminated"])
+            stage.append(new)
+        for key, value in simulator.stats.items():
+            stage.counts[f"simulator_{key}"] = value
+        cache.close()
+    return stage.finish([r.id for r in records])
