@@ -67,13 +67,6 @@ def get_metric(name: str) -> MetricFn:
     return METRICS[name]
 
 
-def last_assistant_message(messages: list[dict]) -> str | None:
-    for message in reversed(messages):
-        if message["role"] == "assistant":
-            return message["content"]
-    return None
-
-
 @register_metric("token_amount")
 def token_amount(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """Tokens the assistant produced in the window (the candidate and its later turns)."""
@@ -88,7 +81,11 @@ def token_amount(items: list[ScoringItem], res: MetricResources) -> list[MetricV
 
 @register_metric("accuracy")
 def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
-    """1 if the last assistant answer in the conversation equals the reference (math-verify), else 0."""
+    """1 if the assistant's final answer in the window equals the reference (math-verify), else 0.
+
+    The final answer is the last assistant message that states one: a later
+    message with no answer in it (a question, small talk) does not erase it.
+    """
     from math_verify import parse, verify
 
     out = []
@@ -96,12 +93,13 @@ def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
         if item.task.task != "math":
             out.append(MetricValue(None, f"accuracy has no verifier for task kind {item.task.task!r}"))
             continue
-        answer = last_assistant_message(item.window)
         gold = parse(item.task.reference)
         if not gold:
             out.append(MetricValue(None, f"reference {item.task.reference!r} of task {item.task.id} does not parse"))
             continue
-        predicted = parse(answer or "")
+        predicted = next(
+            (p for m in reversed(item.window) if m["role"] == "assistant" and (p := parse(m["content"]))), None
+        )
         out.append(MetricValue(1.0 if predicted and verify(gold, predicted) else 0.0))
     return out
 

@@ -32,7 +32,10 @@ class SimulatorArgs:
 
 @dataclass
 class RemoteCallArgs:
-    llm_max_concurrency: int = _help("Most simulator/judge calls in flight at once.", default=16)
+    llm_max_concurrency: int = _help(
+        "Most simulator/judge calls in flight at once (a local vLLM server batches them; lower it for rate-limited APIs).",
+        default=64,
+    )
     llm_timeout_s: float = _help("Seconds before one simulator/judge call is abandoned.", default=120.0)
     llm_max_retries: int = _help("Retries of a failed call (exponential backoff, capped at 4 s).", default=3)
     llm_cache_path: str = _help(

@@ -3,7 +3,7 @@
 Taken from the task when it has a `prompt`, otherwise written by the user
 simulator from the hidden goal.
 
-    python simulate/contexts.py --config configs/demo.yaml \
+    python simulate/make_contexts.py --config configs/demo.yaml \
         --tasks_path data/tasks/math_demo_train.jsonl \
         --output_path data/runs/demo/iter_1/contexts.jsonl
 """

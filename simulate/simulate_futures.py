@@ -4,7 +4,7 @@ The user simulator (any litellm model; by default the local vLLM server that
 run_loop.sh starts) plays the user who knows the hidden goal; the policy
 (vLLM offline engine in this process) plays the assistant.
 
-    python simulate/simulate.py --config configs/demo.yaml \
+    python simulate/simulate_futures.py --config configs/demo.yaml \
         --generations_path data/runs/demo/iter_1/generations.jsonl \
         --output_path data/runs/demo/iter_1/simulations.jsonl
 """

@@ -1,0 +1,172 @@
+"""Helpers for run_loop.sh: validate a run YAML, print the driver's settings, summarize an iteration.
+
+    python -m collabloop.loop env --config configs/demo.yaml [--key value ...]
+        validates every section of the YAML (unknown keys are errors) and
+        prints the `loop:` settings as shell assignments for run_loop.sh;
+    python -m collabloop.loop summary --iter_dir data/runs/demo/iter_1
+        prints what each stage of that iteration did.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
+from collabloop.stage_configs import SECTIONS, LoopConfig
+
+DPO_SECTION = "dpo"
+STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
+
+
+def check_run_config(path: str) -> None:
+    """Parse every section with its config class, so a typo fails before any stage runs."""
+    data = yaml_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected sections (loop:, generate:, ...) at the top level")
+    known = set(SECTIONS) | {DPO_SECTION}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown section '{key}'; sections are {sorted(known)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: section '{key}' must be a mapping of settings")
+    for section, classes in SECTIONS.items():
+        parse_config(classes, section, ["--config", path])
+    if DPO_SECTION in data:
+        from trl import DPOConfig
+
+        from collabloop.stage_configs import DPOScriptArgs
+
+        dpo_keys = set(data[DPO_SECTION])
+        from dataclasses import fields
+
+        valid = {f.name for cls in (DPOScriptArgs, DPOConfig) for f in fields(cls)}
+        unknown = sorted(dpo_keys - valid)
+        if unknown:
+            raise ConfigError(f"{path}, section 'dpo': unknown keys {unknown} (not in DPOConfig or the script's arguments)")
+
+
+def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
+    """Write <run_dir>/config.yaml once; a run dir made with another config is refused."""
+    import yaml
+
+    sections = yaml_load(Path(config_path).read_text()) if config_path else {}
+    sections = dict(sections or {})
+    sections["loop"] = config_to_dict(cfg)
+    text = yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)
+    path = Path(cfg.run_dir) / "config.yaml"
+    if path.exists():
+        # Extending a run by more iterations changes nothing that was already made.
+        def comparable(t: str) -> dict:
+            d = yaml_load(t) or {}
+            d.get("loop", {}).pop("num_iterations", None)
+            return d
+
+        if comparable(path.read_text()) != comparable(text):
+            raise ConfigError(
+                f"{path} holds a different config than this run's. Use another loop.run_dir (--run_dir), "
+                f"or delete {cfg.run_dir} to start over."
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def shell_env(argv: list[str]) -> str:
+    cfg = parse_config(LoopConfig, "loop", argv)
+    config_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    if config_path:
+        check_run_config(config_path)
+    write_run_config(cfg, config_path)
+    lines = [f"LOOP_{k.upper()}={shlex.quote(str(v))}" for k, v in config_to_dict(cfg).items()]
+    return "\n".join(lines)
+
+
+def _read_meta(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def summarize_iteration(iter_dir: str | Path) -> dict:
+    """Counts per stage, mean candidate reward, pairs built, DPO loss and reward accuracy."""
+    from collabloop.jsonl import iter_json_lines
+
+    iter_dir = Path(iter_dir)
+    out: dict = {"iteration": iter_dir.name, "stages": {}}
+    for name in STAGE_FILES:
+        meta = _read_meta(iter_dir / f"{name}.meta.json")
+        if meta:
+            out["stages"][name] = {"records": meta["counts"].get("records_out"), "seconds": meta.get("seconds")}
+    rewards_path = iter_dir / "rewards.jsonl"
+    if rewards_path.exists():
+        values = [r for _, rec in iter_json_lines(rewards_path) for r in rec["rewards"] if r is not None]
+        per_metric: dict[str, list[float]] = {}
+        for _, rec in iter_json_lines(rewards_path):
+            for cand in rec["metrics"]:
+                for m, entry in cand.items():
+                    if entry["mean"] is not None:
+                        per_metric.setdefault(m, []).append(entry["mean"])
+        out["candidates_scored"] = len(values)
+        out["mean_candidate_reward"] = sum(values) / len(values) if values else None
+        out["metric_means"] = {m: sum(v) / len(v) for m, v in per_metric.items()}
+    pairs_meta = _read_meta(iter_dir / "pairs.meta.json")
+    if pairs_meta:
+        out["pairs"] = pairs_meta["counts"]
+    train_metrics_path = iter_dir / "model" / "train_metrics.json"
+    if train_metrics_path.exists():
+        tm = json.loads(train_metrics_path.read_text())
+        out["dpo"] = {k: v for k, v in tm.items() if k != "log_history"}
+    return out
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"== {s['iteration']} summary =="]
+    for name, st in s["stages"].items():
+        lines.append(f"  {name:<12} {st['records']!s:>5} records  {st['seconds'] or 0:7.1f}s")
+    if "mean_candidate_reward" in s:
+        mr = s["mean_candidate_reward"]
+        lines.append(f"  candidates scored: {s['candidates_scored']}, mean reward: {mr:.4f}" if mr is not None
+                     else "  candidates scored: 0")
+        lines.append("  metric means: " + ", ".join(f"{m}={v:.4g}" for m, v in s["metric_means"].items()))
+    if "pairs" in s:
+        p = s["pairs"]
+        dropped = {k: v for k, v in p.items() if k.startswith("dropped")}
+        lines.append(f"  pairs built: {p.get('records_out', 0)} of {p.get('records_in', 0)} records; dropped: {dropped or 'none'}")
+    if "dpo" in s:
+        d = s["dpo"]
+        if d.get("skipped"):
+            lines.append(f"  DPO: skipped ({d['skipped']})")
+        else:
+            lines.append(
+                f"  DPO: {d.get('steps')} steps, loss {d.get('first_loss', float('nan')):.4f} -> {d.get('last_loss', float('nan')):.4f}, "
+                f"reward accuracy {d.get('mean_rewards/accuracies', float('nan')):.3f} (mean), "
+                f"{d.get('last_rewards/accuracies', float('nan')):.3f} (last step)"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("env", "summary", "check"):
+        raise SystemExit(__doc__)
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "env":
+            print(shell_env(rest))
+        elif command == "check":
+            check_run_config(rest[rest.index("--config") + 1])
+            print("config ok")
+        else:
+            iter_dir = rest[rest.index("--iter_dir") + 1]
+            summary = summarize_iteration(iter_dir)
+            (Path(iter_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            print(format_summary(summary))
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Shared fixtures: the embedded model and a real local simulator server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "models" / "SmolLM2-135M-Instruct"
+PYTHON = sys.executable
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    from collabloop.embedded_model import prepare
+
+    return prepare(MODEL)
+
+
+@pytest.fixture(scope="session")
+def simulator(model_dir, tmp_path_factory):
+    """A real vLLM OpenAI server with the embedded model, for the session."""
+    from collabloop.server import SimulatorServer
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with SimulatorServer(str(model_dir), free_port(), log_path=str(log)) as server:
+        yield server
+
+
+def math_task(i: int, a: int, b: int, with_prompt: bool = True) -> dict:
+    question = f"Sam has {a} apples and gets {b} more. How many apples does Sam have now?"
+    task = {
+        "id": f"t{i}",
+        "task": "math",
+        "goal": f"You want to know: {question}",
+        "reference": str(a + b),
+        "metadata": {},
+    }
+    if with_prompt:
+        task["prompt"] = [{"role": "user", "content": question}]
+    return task

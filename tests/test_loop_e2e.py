@@ -1,0 +1,64 @@
+"""run_loop.sh end to end on the tiny config: every file is there and valid, and the model moved."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from collabloop.jsonl import read_records
+from collabloop.records import Context, Generation, Pair, Rewarded, Simulation
+from tests.conftest import MODEL, REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_loop_tiny(model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=1800,
+    )
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    assert "stopping simulator server" in result.stdout
+    assert "== iter_1 summary ==" in result.stdout
+
+    it = run_dir / "iter_1"
+    contexts = read_records(it / "contexts.jsonl", Context)
+    generations = read_records(it / "generations.jsonl", Generation)
+    simulations = read_records(it / "simulations.jsonl", Simulation)
+    rewards = read_records(it / "rewards.jsonl", Rewarded)
+    pairs = read_records(it / "pairs.jsonl", Pair)
+    assert len(contexts) == 4  # contexts.max_tasks
+    assert [g.id for g in generations] == [c.id for c in contexts]
+    assert all(len(g.responses) == 2 for g in generations)  # K=2
+    assert all(len(per) == 1 for s in simulations for per in s.futures)  # S=1
+    assert all(len(f["messages"]) <= 2 for s in simulations for per in s.futures for f in per)  # w=1
+    assert [r.id for r in rewards] == [c.id for c in contexts]
+    assert 1 <= len(pairs) <= 4
+    for name in ("contexts", "generations", "simulations", "rewards", "pairs"):
+        meta = json.loads((it / f"{name}.meta.json").read_text())
+        assert meta["status"] == "complete"
+    assert (run_dir / "config.yaml").exists()
+    summary = json.loads((it / "metrics.json").read_text())
+    assert summary["candidates_scored"] >= 2 and summary["pairs"]["records_out"] == len(pairs)
+    train = json.loads((it / "model" / "train_metrics.json").read_text())
+    assert train["steps"] >= 1 and "last_loss" in train
+
+    # The trained weights differ from the initial ones.
+    from safetensors.torch import load_file
+
+    before = load_file(MODEL / "model.safetensors")
+    after = load_file(it / "model" / "model.safetensors")
+    changed = [k for k in before if k in after and not before[k].to(after[k].dtype).equal(after[k])]
+    assert changed, "DPO did not change any weight"
+
+    # A second run finds every stage up to date.
+    again = subprocess.run(
+        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=1800,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo"):
+        assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]

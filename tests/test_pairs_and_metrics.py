@@ -1,0 +1,90 @@
+"""Pair building and the metrics that need no server: exact expected values."""
+
+from collections import Counter
+
+import pytest
+
+from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, parse_grade
+from collabloop.records import Rewarded, Task
+from dpo_iteration.pairing import make_pair
+
+PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+def rewarded(rewards, responses=None):
+    responses = responses or [f"answer {i}" for i in range(len(rewards))]
+    return Rewarded(
+        id="c1", task_id="t1", prompt=PROMPT, turn=0, responses=responses, gen={},
+        futures=[[] for _ in responses], metrics=[{} for _ in responses], rewards=rewards,
+    )
+
+
+def test_max_min_pair_and_drop_reasons():
+    counts = Counter()
+    pair = make_pair(rewarded([0.2, 0.9, None, -0.1]), min_margin=0.5, counts=counts)
+    assert pair.chosen == [{"role": "assistant", "content": "answer 1"}]
+    assert pair.rejected == [{"role": "assistant", "content": "answer 3"}]
+    assert pair.margin == pytest.approx(1.0)
+    assert pair.prompt == PROMPT
+    assert make_pair(rewarded([0.5, 0.5]), 0.0, counts) is None
+    assert make_pair(rewarded([0.5, None]), 0.0, counts) is None
+    assert make_pair(rewarded([0.5, 0.6]), 0.5, counts) is None
+    assert counts == Counter(
+        dropped_all_rewards_tied=1, dropped_fewer_than_two_rewards=1, dropped_margin_below_min=1
+    )
+
+
+def item(answer: str, reference: str = "5", kind: str = "math") -> ScoringItem:
+    task = Task(id="t1", task=kind, goal="g", reference=reference)
+    return ScoringItem(task=task, history=PROMPT, window=[{"role": "assistant", "content": answer}])
+
+
+def test_accuracy_uses_a_real_verifier():
+    accuracy = get_metric("accuracy")
+    values = accuracy(
+        [item("2 + 3 = 5"), item("The answer is $5$."), item("It is 6."), item("I need more details."),
+         item("5", kind="doc")],
+        MetricResources(),
+    )
+    assert [v.value for v in values] == [1.0, 1.0, 0.0, 0.0, None]
+    assert "no verifier" in values[-1].error
+
+
+def test_accuracy_reads_the_final_answer_given():
+    accuracy = get_metric("accuracy")
+    asked_first = item("Do you mean apples?")
+    asked_first.window += [{"role": "user", "content": "yes"}, {"role": "assistant", "content": "Then 5."}]
+    corrected = item("It is 5.")
+    corrected.window += [{"role": "user", "content": "sure?"}, {"role": "assistant", "content": "Sorry, it is 6."}]
+    answered_then_chatted = item("It is 5.")
+    answered_then_chatted.window += [{"role": "user", "content": "thanks"}, {"role": "assistant", "content": "Glad to help!"}]
+    values = accuracy([asked_first, corrected, answered_then_chatted], MetricResources())
+    assert [v.value for v in values] == [1.0, 0.0, 1.0]
+
+
+def test_token_amount_counts_assistant_tokens_with_the_policy_tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    it = item("five apples")
+    it.window += [{"role": "user", "content": "a long user message that is not counted"},
+                  {"role": "assistant", "content": "ok"}]
+    expected = len(tokenizer.encode("five apples", add_special_tokens=False)) + len(
+        tokenizer.encode("ok", add_special_tokens=False))
+    assert get_metric("token_amount")([it], MetricResources(tokenizer=tokenizer))[0].value == expected
+
+
+def test_combine_clips_terms_and_propagates_missing_values():
+    values = {
+        "accuracy": [MetricValue(1.0), MetricValue(0.0), MetricValue(None, "judge failed")],
+        "token_amount": [MetricValue(50.0), MetricValue(20000.0), MetricValue(10.0)],
+    }
+    out = combine(values, {"accuracy": 1.0, "token_amount": -1e-4}, term_cap=1.0)
+    assert out[0] == pytest.approx(1.0 - 0.005)
+    assert out[1] == pytest.approx(-1.0)  # token penalty capped at 1
+    assert out[2] is None
+
+
+@pytest.mark.parametrize("text, grade", [("A", 1.0), ("B.", 0.5), ("Answer: C", 0.0), ("I think b", None), ("", None)])
+def test_parse_grade(text, grade):
+    assert parse_grade(text) == grade

@@ -1,0 +1,116 @@
+"""Record validation and the JSONL reader/writer: errors name file, line and field."""
+
+import json
+
+import pytest
+
+from collabloop.jsonl import PartialOutput, read_records, write_records
+from collabloop.records import Context, Generation, Pair, RecordError, Rewarded, Simulation, Task
+from tests.conftest import write_jsonl
+
+CONTEXT = {"id": "c1", "task_id": "t1", "prompt": [{"role": "user", "content": "hi"}], "turn": 0}
+
+
+def test_valid_records_round_trip(tmp_path):
+    gen = {**CONTEXT, "responses": ["a", "b"], "gen": {"model": "m"}}
+    sim = {**gen, "futures": [[{"messages": [], "terminated": False, "error": None}]] * 2}
+    rew = {
+        **sim,
+        "metrics": [{"accuracy": {"mean": 1.0, "values": [1.0], "errors": [None]}}] * 2,
+        "rewards": [1.0, None],
+    }
+    for rows, cls in (([CONTEXT], Context), ([gen], Generation), ([sim], Simulation), ([rew], Rewarded)):
+        path = write_jsonl(tmp_path / f"{cls.__name__}.jsonl", rows)
+        records = read_records(path, cls)
+        out = tmp_path / f"{cls.__name__}.out.jsonl"
+        write_records(out, records)
+        assert [json.loads(x) for x in out.read_text().splitlines()] == [r.to_dict() for r in records]
+        assert records[0].to_dict()["id"] == "c1"
+
+
+@pytest.mark.parametrize(
+    "row, field, problem",
+    [
+        ({k: v for k, v in CONTEXT.items() if k != "task_id"}, "task_id", "missing"),
+        ({**CONTEXT, "turn": "0"}, "turn", "integer"),
+        ({**CONTEXT, "prompt": [{"role": "bot", "content": "x"}]}, "prompt[0].role", "expected one of"),
+        ({**CONTEXT, "prompt": [{"role": "user"}]}, "prompt[0].content", "missing"),
+        ({**CONTEXT, "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+         "prompt", "must end with a user turn"),
+        ({**CONTEXT, "extra": 1}, "extra", "unknown field"),
+        ({**CONTEXT, "id": ""}, "id", "must not be empty"),
+    ],
+)
+def test_bad_context_names_file_line_field(tmp_path, row, field, problem):
+    path = write_jsonl(tmp_path / "contexts.jsonl", [CONTEXT | {"id": "ok"}, row])
+    with pytest.raises(RecordError) as err:
+        read_records(path, Context)
+    message = str(err.value)
+    assert f"{path}:2" in message
+    assert f"field '{field}'" in message
+    assert problem in message
+
+
+def test_incomplete_records_are_rejected(tmp_path):
+    gen = {**CONTEXT, "responses": ["a", "b"], "gen": {}}
+    sim = {**gen, "futures": [[{"messages": [], "terminated": False, "error": None}]]}  # one list for two responses
+    path = write_jsonl(tmp_path / "simulations.jsonl", [sim])
+    with pytest.raises(RecordError, match=r"simulations.jsonl:1: field 'futures': holds 1 lists for 2 responses"):
+        read_records(path, Simulation)
+    rew = {**sim, "futures": sim["futures"] * 2, "metrics": [{}, {}], "rewards": [1.0, float("nan")]}
+    path.write_text(json.dumps(rew).replace("NaN", "NaN") + "\n")
+    with pytest.raises(RecordError, match=r"field 'rewards\[1\]': must be finite"):
+        read_records(path, Rewarded)
+    pair = {"id": "p", "prompt": CONTEXT["prompt"], "chosen": [{"role": "user", "content": "x"}],
+            "rejected": [{"role": "assistant", "content": "y"}], "chosen_reward": 1, "rejected_reward": 0, "margin": 1}
+    path = write_jsonl(tmp_path / "pairs.jsonl", [pair])
+    with pytest.raises(RecordError, match=r"pairs.jsonl:1: field 'chosen': must be a list of exactly one assistant"):
+        read_records(path, Pair)
+
+
+def test_invalid_json_and_duplicate_ids(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    good = {"id": "t1", "task": "math", "goal": "g", "reference": "1"}
+    path.write_text(json.dumps(good) + "\n" + '{"id": "t2", "task": \n')
+    with pytest.raises(RecordError, match=r"tasks.jsonl:2: field '<line>': not valid JSON"):
+        read_records(path, Task)
+    write_jsonl(path, [good, good])
+    with pytest.raises(RecordError, match=r"tasks.jsonl:2: field 'id': duplicate id 't1' \(first on line 1\)"):
+        read_records(path, Task)
+
+
+def test_partial_output_repairs_torn_last_line_and_refuses_damage(tmp_path):
+    out = tmp_path / "contexts.jsonl"
+    partial = PartialOutput(out, Context)
+    partial.append([Context(**CONTEXT), Context(**{**CONTEXT, "id": "c2"})])
+    partial.close()
+    # A kill in the middle of a write leaves a line without its newline.
+    with open(partial.path, "a") as f:
+        f.write('{"id": "c3", "task_id": "t1", "prom')
+    again = PartialOutput(out, Context)
+    assert sorted(again.load()) == ["c1", "c2"]
+    assert again.repaired_bytes > 0
+    assert again.path.read_text().endswith("\n")
+    assert again.finalize(["c2", "c1"]) == 2
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["c2", "c1"]
+    assert not again.path.exists()
+
+    # Damage anywhere else is not guessed at.
+    partial = PartialOutput(tmp_path / "other.jsonl", Context)
+    partial.path.write_text(json.dumps(CONTEXT) + "\nnot json\n" + json.dumps({**CONTEXT, "id": "c2"}) + "\n")
+    with pytest.raises(RecordError, match=r"other.jsonl.partial:2: .*delete .*other.jsonl.partial"):
+        partial.load()
+
+
+def test_write_records_is_atomic_on_failure(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("previous content\n")
+
+    def broken():
+        yield {"id": "a"}
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        write_records(out, broken())
+    assert out.read_text() == "previous content\n"
+    assert list(tmp_path.iterdir()) == [out]
