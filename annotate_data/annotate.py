@@ -6,9 +6,8 @@
         --metric_weights '{accuracy: 1, interactivity: 1, token_amount: -1.0e-4}'
 """
 
-from collabloop.cli import setup_logging
+from collabloop.cli import report, setup_logging
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import AnnotateConfig
 from annotate_data.scoring import run
 
@@ -16,11 +15,7 @@ from annotate_data.scoring import run
 def main(argv=None):
     cfg = parse_config(AnnotateConfig, "annotate", argv, __doc__)
     setup_logging()
-    meta = run(cfg)
-    if meta is None:
-        print(f"[annotate] {cfg.output_path} is up to date; nothing to do")
-    else:
-        print(format_counts("annotate", meta["counts"]), f"({meta['seconds']:.0f}s)")
+    print(report("annotate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 
 from collabloop.cli import cache_for, check_failures, client_for
-from collabloop.jsonl import read_records
+from collabloop.jsonl import read_records_with_tasks
 from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, mean_or_none
 from collabloop.records import Rewarded, Simulation, Task
-from collabloop.stage import StageRun, fixed_chunks
+from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,8 @@ def run(cfg: AnnotateConfig) -> dict | None:
     )
     if stage.up_to_date():
         return None
-    records = read_records(cfg.simulations_path, Simulation)
-    tasks = {t.id: t for t in read_records(cfg.tasks_path, Task)}
-    for r in records:
-        if r.task_id not in tasks:
-            raise ValueError(f"{cfg.simulations_path}: record {r.id!r} names task_id {r.task_id!r}, not in {cfg.tasks_path}")
-    done = stage.begin()
-    stage.counts["records_in"] = len(records)
-    stage.counts["resumed"] = len(done)
-    todo = [(i, c) for i, c in fixed_chunks(records, cfg.batch_size) if any(x.id not in done for x in c)]
+    records, tasks = read_records_with_tasks(cfg.simulations_path, Simulation, cfg.tasks_path)
+    done, todo = stage.begin_chunks(records, cfg.batch_size)
     if todo:
         from transformers import AutoTokenizer
         from tqdm.auto import tqdm

@@ -48,3 +48,12 @@ def check_failures(what: str, failed: int, total: int, max_fraction: float) -> N
             f"{what}: {failed} of {total} failed ({failed / total:.0%}), above max_failure_fraction={max_fraction:g}. "
             f"Finished records are kept; check the simulator/judge server and rerun the same command."
         )
+
+
+def report(stage: str, output_path: str, meta: dict | None) -> str:
+    """The line an entry script prints when its stage ends."""
+    from collabloop.stage import format_counts
+
+    if meta is None:
+        return f"[{stage}] {output_path} is up to date; nothing to do"
+    return f"{format_counts(stage, meta['counts'])} ({meta['seconds']:.0f}s)"

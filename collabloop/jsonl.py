@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,42 +59,53 @@ def read_records(path: str | Path, record_type: type[R]) -> list[R]:
     return records
 
 
-def write_records(path: str | Path, records: Iterable[Record | dict]) -> int:
-    """Write records atomically: a temporary file in the same folder, fsync, rename."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator:
+    """A text file that appears at `path` only when whole: temp file in the same folder, fsync, rename.
+
+    If the body raises, the old content of `path` (if any) is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                obj = record.to_dict() if isinstance(record, Record) else record
-                f.write(dumps(obj) + "\n")
-                count += 1
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_records_with_tasks(path: str | Path, record_type: type[R], tasks_path: str | Path):
+    """Stage records and the tasks they name (by `task_id`); every task must be there."""
+    from collabloop.records import Task
+
+    records = read_records(path, record_type)
+    tasks = {t.id: t for t in read_records(tasks_path, Task)}
+    for record in records:
+        if record.task_id not in tasks:
+            raise RecordError(f"{path}", "task_id", f"record {record.id!r} names task {record.task_id!r}, not in {tasks_path}")
+    return records, tasks
+
+
+def write_records(path: str | Path, records: Iterable[Record | dict]) -> int:
+    """Write records atomically; returns how many were written."""
+    count = 0
+    with atomic_file(path) as f:
+        for record in records:
+            f.write(dumps(record.to_dict() if isinstance(record, Record) else record) + "\n")
+            count += 1
     return count
 
 
 def write_json(path: str | Path, obj: dict) -> None:
     """Write one JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
 
 
 class PartialOutput:

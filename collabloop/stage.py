@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 # Files bigger than this are fingerprinted by size and modification time, not content.
 _CONTENT_HASH_MAX_BYTES = 64 * 2**20
 
+# How calls reach a server, not what they ask: changing these does not make an
+# output stale (the server's model is an input of the run, not of the stage).
+NOT_FINGERPRINTED = frozenset({
+    "simulator_api_base", "judge_api_base", "llm_max_concurrency", "llm_timeout_s", "llm_max_retries",
+    "llm_cache_path", "max_failure_fraction",
+})
+
 
 def fingerprint_path(path: str | Path) -> str:
     """A digest of a file or a folder (a model directory) for up-to-date checks."""
@@ -82,7 +89,8 @@ class StageRun:
         for c in configs:
             config_dict.update(config_to_dict(c))
         self.config_dict = config_dict
-        digest = hashlib.sha256(json.dumps({"stage": name, "config": config_dict}, sort_keys=True).encode())
+        fingerprinted = {k: v for k, v in config_dict.items() if k not in NOT_FINGERPRINTED}
+        digest = hashlib.sha256(json.dumps({"stage": name, "config": fingerprinted}, sort_keys=True).encode())
         for key in sorted(self.inputs):
             digest.update(f"{key}={fingerprint_path(self.inputs[key])}".encode())
         self.fingerprint = digest.hexdigest()
@@ -121,6 +129,14 @@ class StageRun:
         if done:
             logger.info("%s: resuming, %d records already finished in %s", self.name, len(done), self.partial.path)
         return done
+
+    def begin_chunks(self, records: list[Record], batch_size: int) -> tuple[dict[str, Record], list[tuple[int, list]]]:
+        """Begin, count the input, and return (finished records, the fixed chunks still to do)."""
+        done = self.begin()
+        self.counts["records_in"] = len(records)
+        self.counts["resumed"] = len(done)
+        todo = [(i, c) for i, c in fixed_chunks(records, batch_size) if any(r.id not in done for r in c)]
+        return done, todo
 
     def append(self, records: list[Record]) -> None:
         self.partial.append(records)

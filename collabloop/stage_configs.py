@@ -124,7 +124,7 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
     output_path: str = _help("Where to write the simulations (JSONL).", default="simulations.jsonl")
     num_futures: int = _help("S: simulated futures per candidate.", default=2)
     window_turns: int = _help("w: user/assistant exchanges simulated after the candidate.", default=2)
-    batch_size: int = _help("Generation records per batch; also the unit of resumption.", default=16)
+    batch_size: int = _help("Generation records per batch; also the unit of resumption.", default=32)
 
     def __post_init__(self):
         self._check_policy()

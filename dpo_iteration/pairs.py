@@ -4,9 +4,8 @@
         --output_path data/runs/demo/iter_1/pairs.jsonl --min_margin 0.05
 """
 
-from collabloop.cli import setup_logging
+from collabloop.cli import report, setup_logging
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import PairsConfig
 from dpo_iteration.pairing import run
 
@@ -14,11 +13,7 @@ from dpo_iteration.pairing import run
 def main(argv=None):
     cfg = parse_config(PairsConfig, "pairs", argv, __doc__)
     setup_logging()
-    meta = run(cfg)
-    if meta is None:
-        print(f"[pairs] {cfg.output_path} is up to date; nothing to do")
-    else:
-        print(format_counts("pairs", meta["counts"]), f"({meta['seconds']:.0f}s)")
+    print(report("pairs", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 from collabloop.jsonl import read_records
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
 from collabloop.records import Context, Generation
-from collabloop.stage import StageRun, fixed_chunks
+from collabloop.stage import StageRun
 from collabloop.stage_configs import GenerateConfig
 
 logger = logging.getLogger(__name__)
@@ -21,10 +21,7 @@ def run(cfg: GenerateConfig) -> dict | None:
     if stage.up_to_date():
         return None
     contexts = read_records(cfg.contexts_path, Context)
-    done = stage.begin()
-    stage.counts["records_in"] = len(contexts)
-    stage.counts["resumed"] = len(done)
-    todo_chunks = [(i, c) for i, c in fixed_chunks(contexts, cfg.batch_size) if any(x.id not in done for x in c)]
+    done, todo_chunks = stage.begin_chunks(contexts, cfg.batch_size)
     if todo_chunks:
         engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager)
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)

@@ -6,9 +6,8 @@
         --model models/SmolLM2-135M-Instruct
 """
 
-from collabloop.cli import setup_logging
+from collabloop.cli import report, setup_logging
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import GenerateConfig
 from generation.candidates import run
 
@@ -16,11 +15,7 @@ from generation.candidates import run
 def main(argv=None):
     cfg = parse_config(GenerateConfig, "generate", argv, __doc__)
     setup_logging()
-    meta = run(cfg)
-    if meta is None:
-        print(f"[generate] {cfg.output_path} is up to date; nothing to do")
-    else:
-        print(format_counts("generate", meta["counts"]), f"({meta['seconds']:.0f}s)")
+    print(report("generate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ simulator from the hidden goal.
         --output_path data/runs/demo/iter_1/contexts.jsonl
 """
 
-from collabloop.cli import setup_logging
+from collabloop.cli import report, setup_logging
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run
 
@@ -18,11 +17,7 @@ from simulate.openings import run
 def main(argv=None):
     cfg = parse_config(ContextsConfig, "contexts", argv, __doc__)
     setup_logging()
-    meta = run(cfg)
-    if meta is None:
-        print(f"[contexts] {cfg.output_path} is up to date; nothing to do")
-    else:
-        print(format_counts("contexts", meta["counts"]), f"({meta['seconds']:.0f}s)")
+    print(report("contexts", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass, field
 
 from collabloop.cli import cache_for, check_failures, simulator_client
-from collabloop.jsonl import read_records
+from collabloop.jsonl import read_records_with_tasks
 from collabloop.llm_client import LLMClient
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
 from collabloop.records import Generation, Simulation, Task
 from collabloop.simulator import next_turn_request, parse_user_turn
-from collabloop.stage import StageRun, fixed_chunks
+from collabloop.stage import StageRun
 from collabloop.stage_configs import SimulateConfig
 
 logger = logging.getLogger(__name__)
@@ -81,15 +81,8 @@ def run(cfg: SimulateConfig) -> dict | None:
     )
     if stage.up_to_date():
         return None
-    records = read_records(cfg.generations_path, Generation)
-    tasks = {t.id: t for t in read_records(cfg.tasks_path, Task)}
-    for r in records:
-        if r.task_id not in tasks:
-            raise ValueError(f"{cfg.generations_path}: record {r.id!r} names task_id {r.task_id!r}, not in {cfg.tasks_path}")
-    done = stage.begin()
-    stage.counts["records_in"] = len(records)
-    stage.counts["resumed"] = len(done)
-    todo_chunks = [(i, c) for i, c in fixed_chunks(records, cfg.batch_size) if any(x.id not in done for x in c)]
+    records, tasks = read_records_with_tasks(cfg.generations_path, Generation, cfg.tasks_path)
+    done, todo_chunks = stage.begin_chunks(records, cfg.batch_size)
     if todo_chunks:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)

@@ -9,9 +9,8 @@ run_loop.sh starts) plays the user who knows the hidden goal; the policy
         --output_path data/runs/demo/iter_1/simulations.jsonl
 """
 
-from collabloop.cli import setup_logging
+from collabloop.cli import report, setup_logging
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import SimulateConfig
 from simulate.rollout import run
 
@@ -19,11 +18,7 @@ from simulate.rollout import run
 def main(argv=None):
     cfg = parse_config(SimulateConfig, "simulate", argv, __doc__)
     setup_logging()
-    meta = run(cfg)
-    if meta is None:
-        print(f"[simulate] {cfg.output_path} is up to date; nothing to do")
-    else:
-        print(format_counts("simulate", meta["counts"]), f"({meta['seconds']:.0f}s)")
+    print(report("simulate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":
