@@ -6,7 +6,7 @@
         --metric_weights '{accuracy: 1, interactivity: 1, token_amount: -1.0e-4}'
 """
 
-from collabloop.cli import report, setup_logging
+from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import AnnotateConfig
 from annotate_data.scoring import run
@@ -19,4 +19,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

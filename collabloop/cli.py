@@ -41,10 +41,28 @@ def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
     )
 
 
+class StageError(RuntimeError):
+    """A stage cannot go on; the message says why and what to do."""
+
+
+def run_main(main) -> None:
+    """Run an entry script's main; user-facing errors become one line on stderr, exit 1."""
+    import sys
+
+    from collabloop.config import ConfigError
+    from collabloop.records import RecordError
+
+    try:
+        main()
+    except (ConfigError, RecordError, StageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def check_failures(what: str, failed: int, total: int, max_fraction: float) -> None:
     """Raise when more than `max_fraction` of `total` results failed."""
     if total and failed / total > max_fraction:
-        raise RuntimeError(
+        raise StageError(
             f"{what}: {failed} of {total} failed ({failed / total:.0%}), above max_failure_fraction={max_fraction:g}. "
             f"Finished records are kept; check the simulator/judge server and rerun the same command."
         )

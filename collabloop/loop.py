@@ -58,10 +58,12 @@ def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
     text = yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)
     path = Path(cfg.run_dir) / "config.yaml"
     if path.exists():
-        # Extending a run by more iterations changes nothing that was already made.
+        # Extending a run by more iterations, or serving the simulator on another
+        # port, changes nothing that was already made.
         def comparable(t: str) -> dict:
             d = yaml_load(t) or {}
-            d.get("loop", {}).pop("num_iterations", None)
+            for key in ("num_iterations", "simulator_port"):
+                d.get("loop", {}).pop(key, None)
             return d
 
         if comparable(path.read_text()) != comparable(text):

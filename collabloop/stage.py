@@ -117,7 +117,9 @@ class StageRun:
         meta = self._read_meta()
         if self.partial.path.exists():
             if meta is None or meta.get("fingerprint") != self.fingerprint:
-                raise RuntimeError(
+                from collabloop.cli import StageError
+
+                raise StageError(
                     f"{self.partial.path} was written by a run with other inputs or config. "
                     f"Rerun with the same settings to resume it, or delete it to start this stage over."
                 )

@@ -4,7 +4,7 @@
         --output_path data/runs/demo/iter_1/pairs.jsonl --min_margin 0.05
 """
 
-from collabloop.cli import report, setup_logging
+from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import PairsConfig
 from dpo_iteration.pairing import run
@@ -17,4 +17,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,7 +13,7 @@ of the YAML section `dpo:` and a flag here.
 
 from trl import DPOConfig
 
-from collabloop.cli import setup_logging
+from collabloop.cli import run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage import format_counts
 from collabloop.stage_configs import DPOScriptArgs
@@ -34,4 +34,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

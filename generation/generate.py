@@ -6,7 +6,7 @@
         --model models/SmolLM2-135M-Instruct
 """
 
-from collabloop.cli import report, setup_logging
+from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import GenerateConfig
 from generation.candidates import run
@@ -19,4 +19,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

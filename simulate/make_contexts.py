@@ -8,7 +8,7 @@ simulator from the hidden goal.
         --output_path data/runs/demo/iter_1/contexts.jsonl
 """
 
-from collabloop.cli import report, setup_logging
+from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run
@@ -21,4 +21,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,7 +9,7 @@ run_loop.sh starts) plays the user who knows the hidden goal; the policy
         --output_path data/runs/demo/iter_1/simulations.jsonl
 """
 
-from collabloop.cli import report, setup_logging
+from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import SimulateConfig
 from simulate.rollout import run
@@ -22,4 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

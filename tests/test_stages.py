@@ -115,7 +115,8 @@ def test_failed_simulator_calls_are_recorded_and_never_scored(model_dir, tmp_pat
     failed = stage("simulate/simulate_futures.py", "--generations_path", generations, "--tasks_path", tasks,
                    "--output_path", tmp_path / "simulations.jsonl", *dead, check=False)
     assert failed.returncode != 0
-    assert "2 of 2 failed (100%), above max_failure_fraction=0.2" in failed.stderr
+    assert "4 of 4 failed (100%), above max_failure_fraction=0.2" in failed.stderr  # 2 candidates x 2 futures
+    assert "Traceback" not in failed.stderr
     assert not (tmp_path / "simulations.jsonl").exists()
     # Allowed: the failures are recorded in the futures...
     stage("simulate/simulate_futures.py", "--generations_path", generations, "--tasks_path", tasks,
