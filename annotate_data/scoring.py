@@ -80,7 +80,10 @@ def run(cfg: AnnotateConfig) -> dict | None:
             cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
             temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
         )
-        resources = MetricResources(tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge)
+        resources = MetricResources(
+            tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge,
+            options={"judge_top_logprobs": cfg.judge_top_logprobs},
+        )
         for _, chunk in tqdm(todo, desc="annotate batches"):
             scored = score_records(chunk, tasks, cfg, resources)
             judged = [

@@ -49,6 +49,7 @@ class Request:
     max_tokens: int | None = None
     temperature: float | None = None
     stop: list[str] | None = None
+    top_logprobs: int | None = None  # ask for the first token's N most likely alternatives
 
 
 @dataclass
@@ -56,6 +57,26 @@ class CallResult:
     text: str | None
     error: str | None = None
     cached: bool = False
+    # The first generated token's alternatives, token -> log probability (when asked and served).
+    first_token_logprobs: dict[str, float] | None = None
+
+
+def _first_token_logprobs(choice) -> dict[str, float] | None:
+    """The top alternatives of the first generated token, from an OpenAI-style choice."""
+    logprobs = getattr(choice, "logprobs", None)
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    if content is None and isinstance(logprobs, dict):
+        content = logprobs.get("content")
+    if not content:
+        return None
+    first = content[0]
+    top = getattr(first, "top_logprobs", None) if not isinstance(first, dict) else first.get("top_logprobs")
+    out = {}
+    for alt in top or []:
+        token = alt.get("token") if isinstance(alt, dict) else alt.token
+        logprob = alt.get("logprob") if isinstance(alt, dict) else alt.logprob
+        out[token] = max(out.get(token, float("-inf")), float(logprob))
+    return out or None
 
 
 class ResponseCache:
@@ -67,17 +88,18 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+        # `entry` is JSON: {"text": ..., "first_token_logprobs": ...}
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses_v1 (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
         self._db.commit()
 
     def get(self, key: str) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT text FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute("SELECT entry FROM responses_v1 WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def put(self, key: str, text: str) -> None:
+    def put(self, key: str, entry: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses (key, text) VALUES (?, ?)", (key, text))
+            self._db.execute("INSERT OR REPLACE INTO responses_v1 (key, entry) VALUES (?, ?)", (key, entry))
             self._db.commit()
 
     def close(self) -> None:
@@ -109,6 +131,7 @@ class LLMClient:
             "temperature": self._temperature(request),
             "max_tokens": request.max_tokens or self.endpoint.max_tokens,
             "stop": request.stop,
+            "top_logprobs": request.top_logprobs,
             "salt": request.salt,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -119,12 +142,13 @@ class LLMClient:
     async def _call(self, request: Request, semaphore: asyncio.Semaphore) -> CallResult:
         import litellm
 
-        key = self.cache_key(request) if self.cache else None
+        key = self.cache_key(request) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats["cache_hits"] += 1
-                return CallResult(hit, cached=True)
+                entry = json.loads(hit)
+                return CallResult(entry["text"], cached=True, first_token_logprobs=entry.get("first_token_logprobs"))
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -133,6 +157,7 @@ class LLMClient:
                 self.stats["retries"] += 1
             async with semaphore:
                 self.stats["calls"] += 1
+                extra = {"logprobs": True, "top_logprobs": request.top_logprobs} if request.top_logprobs else {}
                 try:
                     response = await asyncio.wait_for(
                         litellm.acompletion(
@@ -145,10 +170,15 @@ class LLMClient:
                             stop=request.stop,
                             timeout=self.timeout_s,
                             num_retries=0,
+                            # Providers without logprobs drop the parameter instead of failing;
+                            # callers then fall back to the text.
+                            drop_params=True,
+                            **extra,
                         ),
                         timeout=self.timeout_s,
                     )
                     text = response.choices[0].message.content
+                    alternatives = _first_token_logprobs(response.choices[0]) if request.top_logprobs else None
                 except asyncio.TimeoutError:
                     last_error = f"timeout after {self.timeout_s:g}s"
                     self.stats["timeouts"] += 1
@@ -163,22 +193,32 @@ class LLMClient:
                 last_error = "empty response"
                 continue
             if key is not None:
-                self.cache.put(key, text)
-            return CallResult(text)
+                self.cache.put(key, json.dumps({"text": text, "first_token_logprobs": alternatives}))
+            return CallResult(text, first_token_logprobs=alternatives)
         self.stats["failures"] += 1
         return CallResult(None, error=last_error)
 
     async def acomplete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        tasks = [asyncio.ensure_future(self._call(r, semaphore)) for r in requests]
+        # Identical requests (same key, salt included) are one call, made once.
+        unique: dict[str, Request] = {}
+        keys = []
+        for request in requests:
+            key = self.cache_key(request)
+            unique.setdefault(key, request)
+            keys.append(key)
+        self.stats["deduplicated"] += len(requests) - len(unique)
+        tasks = {key: asyncio.ensure_future(self._call(r, semaphore)) for key, r in unique.items()}
         if progress:
             from tqdm.auto import tqdm
 
             with tqdm(total=len(tasks), desc=progress, leave=False) as bar:
-                for t in tasks:
+                for t in tasks.values():
                     t.add_done_callback(lambda _: bar.update(1))
-                return list(await asyncio.gather(*tasks))
-        return list(await asyncio.gather(*tasks))
+                await asyncio.gather(*tasks.values())
+        else:
+            await asyncio.gather(*tasks.values())
+        return [tasks[key].result() for key in keys]
 
     def complete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
         """Run all requests concurrently (bounded) and return results in order."""

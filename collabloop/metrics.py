@@ -133,9 +133,38 @@ def parse_grade(text: str) -> float | None:
     return _GRADES[match.group(1)] if match else None
 
 
+# Below this probability mass on A/B/C the judge was not answering the rubric.
+_MIN_GRADE_MASS = 0.5
+
+
+def expected_grade(first_token_logprobs: dict[str, float] | None) -> float | None:
+    """The grade's expected value under the judge's first-token distribution over A/B/C.
+
+    A small judge that nearly always writes "A" still puts different weight on
+    B and C for better and worse conversations; the expectation keeps that
+    signal where the argmax letter throws it away.
+    """
+    if not first_token_logprobs:
+        return None
+    mass = {}
+    for token, logprob in first_token_logprobs.items():
+        letter = token.strip().upper()
+        if letter in _GRADES:
+            mass[letter] = mass.get(letter, 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if total < _MIN_GRADE_MASS:
+        return None
+    return sum(_GRADES[g] * p for g, p in mass.items()) / total
+
+
 @register_metric("interactivity")
 def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
-    """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0."""
+    """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0.
+
+    With `judge_top_logprobs` (and a server that returns logprobs) the score is
+    the expected grade under the judge's first-token probabilities; otherwise,
+    or when the judge's first token is not a grade, the letter it wrote.
+    """
     if res.judge is None:
         raise ValueError("interactivity needs a judge client")
     requests = [
@@ -147,7 +176,8 @@ def interactivity(items: list[ScoringItem], res: MetricResources) -> list[Metric
                         history=render_transcript(item.history), window=render_transcript(item.window)
                     ),
                 }
-            ]
+            ],
+            top_logprobs=res.options.get("judge_top_logprobs"),
         )
         for item in items
     ]
@@ -156,7 +186,9 @@ def interactivity(items: list[ScoringItem], res: MetricResources) -> list[Metric
         if result.error:
             out.append(MetricValue(None, f"judge call failed: {result.error}"))
             continue
-        grade = parse_grade(result.text)
+        grade = expected_grade(result.first_token_logprobs)
+        if grade is None:
+            grade = parse_grade(result.text)
         out.append(MetricValue(grade, None if grade is not None else f"judge gave no grade A/B/C: {result.text[:80]!r}"))
     return out
 

@@ -154,6 +154,11 @@ class AnnotateConfig(RemoteCallArgs):
     judge_api_base: str | None = _help("Base URL of the judge server; null for API models.", default="http://127.0.0.1:8000/v1")
     judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
     judge_max_tokens: int = _help("Most tokens in one judge answer.", default=8)
+    judge_top_logprobs: int | None = _help(
+        "Ask the judge for its first token's N most likely alternatives and score the expected grade; "
+        "null: use the letter it wrote (for APIs without logprobs).",
+        default=10,
+    )
     batch_size: int = _help("Simulation records per batch; also the unit of resumption.", default=32)
 
     def __post_init__(self):
@@ -165,6 +170,8 @@ class AnnotateConfig(RemoteCallArgs):
         unknown = sorted(set(self.metric_weights) - set(METRICS))
         if unknown:
             raise ConfigError(f"metric_weights names unknown metrics {unknown}; registered: {sorted(METRICS)}")
+        if self.judge_top_logprobs is not None and not 1 <= self.judge_top_logprobs <= 20:
+            raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
         if self.term_cap <= 0:
             raise ConfigError(f"term_cap must be > 0, got {self.term_cap}")
         if self.batch_size < 1:

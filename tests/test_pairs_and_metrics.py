@@ -4,7 +4,11 @@ from collections import Counter
 
 import pytest
 
-from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, parse_grade
+import math
+
+from collabloop.metrics import (
+    MetricResources, MetricValue, ScoringItem, combine, expected_grade, get_metric, parse_grade,
+)
 from collabloop.records import Rewarded, Task
 from dpo_iteration.pairing import make_pair
 
@@ -88,3 +92,11 @@ def test_combine_clips_terms_and_propagates_missing_values():
 @pytest.mark.parametrize("text, grade", [("A", 1.0), ("B.", 0.5), ("Answer: C", 0.0), ("I think b", None), ("", None)])
 def test_parse_grade(text, grade):
     assert parse_grade(text) == grade
+
+
+def test_expected_grade_from_first_token_logprobs():
+    lp = {"A": math.log(0.6), " B": math.log(0.3), "C": math.log(0.05), "The": math.log(0.05)}
+    # (0.6 * 1 + 0.3 * 0.5 + 0.05 * 0) / 0.95
+    assert expected_grade(lp) == pytest.approx(0.75 / 0.95)
+    assert expected_grade({"The": math.log(0.9), "A": math.log(0.1)}) is None  # not answering the rubric
+    assert expected_grade(None) is None

@@ -1,0 +1,152 @@
+"""The remote-call client against a fault-injecting local OpenAI-style server.
+
+The server is real HTTP on 127.0.0.1; it refuses, answers 500, hangs, or
+fails a set number of times before answering. The client goes through the
+real litellm path, as in the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from collabloop.llm_client import Endpoint, LLMClient, Request, ResponseCache
+from tests.conftest import free_port
+
+
+class FaultServer:
+    """An OpenAI-compatible /v1/chat/completions endpoint with scripted faults."""
+
+    def __init__(self, mode: str, fail_first: int = 0, hang_s: float = 30.0):
+        self.mode, self.fail_first, self.hang_s = mode, fail_first, hang_s
+        self.calls = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.calls += 1
+                    n = server.calls
+                if server.mode == "hang":
+                    time.sleep(server.hang_s)
+                if server.mode == "error" or n <= server.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "injected failure"}}')
+                    return
+                text = "echo: " + body["messages"][-1]["content"]
+                payload = {
+                    "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def client(api_base: str, **kw) -> LLMClient:
+    kw.setdefault("max_retries", 2)
+    kw.setdefault("timeout_s", 5.0)
+    return LLMClient(Endpoint("hosted_vllm/test", api_base, temperature=1.0, max_tokens=8),
+                     backoff_base_s=0.05, backoff_max_s=0.2, **kw)
+
+
+def ask(n: int) -> list[Request]:
+    return [Request([{"role": "user", "content": f"q{i}"}], salt=str(i)) for i in range(n)]
+
+
+def test_transient_failures_are_retried():
+    with FaultServer("ok", fail_first=2) as server:
+        c = client(server.api_base, max_concurrency=1)
+        results = c.complete_many(ask(3))
+    assert [r.text for r in results] == ["echo: q0", "echo: q1", "echo: q2"]
+    assert c.stats["retries"] == 2 and c.stats["failures"] == 0
+    assert server.calls == 5
+
+
+def test_persistent_errors_are_recorded_after_the_retries():
+    with FaultServer("error") as server:
+        c = client(server.api_base)
+        results = c.complete_many(ask(2))
+    assert all(r.text is None and r.error for r in results)
+    assert c.stats["failures"] == 2
+    assert server.calls == 2 * 3  # one try and two retries each
+
+
+def test_hanging_server_times_out():
+    with FaultServer("hang", hang_s=10) as server:
+        c = client(server.api_base, timeout_s=1.0, max_retries=1)
+        start = time.time()
+        results = c.complete_many(ask(2))
+        elapsed = time.time() - start
+    assert all(r.error and "timeout" in r.error.lower() for r in results), [r.error for r in results]
+    assert elapsed < 6  # 2 tries of 1 s each, concurrently, plus a short backoff
+    assert server.calls == 4
+
+
+def test_refused_connection_is_an_error_not_a_crash():
+    c = client(f"http://127.0.0.1:{free_port()}/v1", max_retries=1)
+    results = c.complete_many(ask(2))
+    assert all(r.text is None and r.error for r in results)
+    assert c.stats["failures"] == 2
+
+
+def test_cache_makes_a_rerun_free(tmp_path):
+    with FaultServer("ok") as server:
+        cache = ResponseCache(tmp_path / "cache.sqlite")
+        first = client(server.api_base, cache=cache).complete_many(ask(4))
+        calls = server.calls
+        rerun = client(server.api_base, cache=ResponseCache(tmp_path / "cache.sqlite"))
+        second = rerun.complete_many(ask(4))
+    assert calls == 4 and server.calls == 4  # no new call
+    assert [r.text for r in second] == [r.text for r in first]
+    assert rerun.stats["cache_hits"] == 4 and all(r.cached for r in second)
+
+
+def test_salt_separates_identical_sampled_requests(tmp_path):
+    with FaultServer("ok") as server:
+        c = client(server.api_base, cache=ResponseCache(tmp_path / "cache.sqlite"))
+        same = [Request([{"role": "user", "content": "q"}], salt=s) for s in ("a", "b", "a")]
+        c.complete_many(same)
+    assert server.calls == 2  # "a" twice is one request; "b" is another
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_concurrency_is_bounded(concurrency):
+    with FaultServer("hang", hang_s=0.3) as server:
+        c = client(server.api_base, max_concurrency=concurrency)
+        start = time.time()
+        c.complete_many(ask(8))
+        elapsed = time.time() - start
+    # 8 calls of 0.3 s: 2.4 s one at a time, 0.6 s four at a time.
+    assert elapsed >= 8 / concurrency * 0.3 * 0.9
