@@ -75,8 +75,12 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
   ITER="$RUN_DIR/iter_$i"
   mkdir -p "$ITER"
   echo "=== iteration $i/$LOOP_NUM_ITERATIONS: policy $POLICY ==="
+  CONTINUE=()
+  if [ "$i" -gt 1 ] && [ "$LOOP_CONTINUE_CONVERSATIONS" = True ]; then
+    CONTINUE=(--continue_from "$RUN_DIR/iter_$((i - 1))/rewards.jsonl")
+  fi
   "$PY" simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_TRAIN_TASKS" --iteration "$i" \
-    --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}"
+    --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}"
   "$PY" generation/generate.py --config "$CONFIG" --model "$POLICY" \
     --contexts_path "$ITER/contexts.jsonl" --output_path "$ITER/generations.jsonl"
   "$PY" simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \

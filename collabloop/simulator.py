@@ -4,50 +4,79 @@ The simulator sees the conversation from the user's side: its own earlier
 turns as "assistant" messages and the AI's turns as "user" messages, under a
 system prompt that holds the hidden goal. Small chat models follow this
 role-swapped form far better than a transcript pasted into one prompt.
+
+Two output formats: "json" asks for {"thought", "message"} (the thought stays
+hidden, as in CollabLLM); "text" asks for the message alone. Parsing never
+fails: a reply that breaks the asked format falls back to its cleaned text,
+and the fallback is counted.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
 from collabloop.llm_client import Request
 from collabloop.records import Task
 
 TERMINATION_SIGNAL = "[[TERMINATE CHAT]]"
+FORMATS = ("json", "text")
 
-SYSTEM_PROMPT = """You are role-playing a human user who is chatting with an AI assistant. You are NOT the assistant.
+SYSTEM_PROMPT = """You are role-playing a person who chats with an AI assistant to get something done. You are the USER, not the assistant.
 
-Your goal (the assistant cannot see this):
+What you want (the assistant cannot see this):
 {goal}
 
-How to behave:
-- Write only your next message to the assistant, in plain words, as a person would type it.
-- Do not solve the task yourself; you want the assistant to do it.
-- Reveal details of your goal a little at a time; when the assistant asks a question, answer it from your goal.
-- Keep messages short and stay on your goal.
-- When the assistant has fully achieved your goal, or clearly cannot, reply with exactly {signal}"""
+How to act:
+- Start vague: ask for help in a few words, without giving all the details at once.
+- Share a detail of what you want only when the assistant asks about it, and answer its questions from what you want.
+- You are busy: keep messages short and plain, like a person typing. Small typos or a slightly unclear question are fine.
+- You may state a preference when it fits, for example that you like short answers.
+- Never do the task yourself and never write the assistant's answer for it.
+- Stay on your goal; no small talk.
+- When the assistant has fully done what you want, or clearly cannot, your message is only {signal}
 
-OPENING_INSTRUCTION = (
-    "Write the first message you send to the assistant to start working on your goal. "
-    "Write only that message."
-)
+{format_instruction}"""
+
+FORMAT_INSTRUCTIONS = {
+    "json": (
+        'Reply with one JSON object and nothing else: {{"thought": "<your private thoughts on the conversation so far>", '
+        '"message": "<your next message to the assistant, or {signal}>"}}'
+    ),
+    "text": "Reply with your next message to the assistant and nothing else.",
+}
+
+OPENING_INSTRUCTION = "Start the conversation: write your first message to the assistant."
 
 # Prefixes small models put in front of a user turn; they are not part of it.
-_SPEAKER_PREFIX = re.compile(r"^\s*(?:user|me|human)\s*:\s*", re.IGNORECASE)
+_SPEAKER_PREFIX = re.compile(r"^\s*(?:user|me|human|message)\s*:\s*", re.IGNORECASE)
+_MESSAGE_FIELD = re.compile(r'"(?:message|response)"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
 
 
-def _system(task: Task) -> dict:
-    return {"role": "system", "content": SYSTEM_PROMPT.format(goal=task.goal, signal=TERMINATION_SIGNAL)}
+@dataclass
+class UserTurn:
+    message: str
+    terminated: bool
+    followed_format: bool  # False when the reply broke the asked format and its text was used instead
 
 
-def opening_request(task: Task, salt: str) -> Request:
+def _system(task: Task, fmt: str) -> dict:
+    instruction = FORMAT_INSTRUCTIONS[fmt].format(signal=TERMINATION_SIGNAL)
+    return {
+        "role": "system",
+        "content": SYSTEM_PROMPT.format(goal=task.goal, signal=TERMINATION_SIGNAL, format_instruction=instruction),
+    }
+
+
+def opening_request(task: Task, salt: str, fmt: str = "text") -> Request:
     """Ask the simulator for the opening user message of a task."""
-    return Request(messages=[_system(task), {"role": "user", "content": OPENING_INSTRUCTION}], salt=salt)
+    return Request(messages=[_system(task, fmt), {"role": "user", "content": OPENING_INSTRUCTION}], salt=salt)
 
 
-def next_turn_request(task: Task, conversation: list[dict], salt: str) -> Request:
+def next_turn_request(task: Task, conversation: list[dict], salt: str, fmt: str = "text") -> Request:
     """Ask the simulator for the user's next message after `conversation` (which ends with the AI)."""
-    swapped = [_system(task)]
+    swapped = [_system(task, fmt)]
     for message in conversation:
         if message["role"] == "system":
             continue  # the policy's system prompt is not the user's business
@@ -55,10 +84,48 @@ def next_turn_request(task: Task, conversation: list[dict], salt: str) -> Reques
     return Request(messages=swapped, salt=salt)
 
 
-def parse_user_turn(text: str) -> tuple[str, bool]:
-    """Clean a simulator reply; returns (message, terminated)."""
+def _clean(text: str) -> str:
+    text = re.sub(r"^```\w*\s*|\s*```$", "", text.strip())
+    text = _SPEAKER_PREFIX.sub("", text.strip())
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
+def _json_message(text: str) -> str | None:
+    """The "message" of a JSON reply, also from a reply cut off mid-object."""
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        try:
+            obj = json.loads(text[start : end + 1])
+            if isinstance(obj, dict):
+                value = obj.get("message", obj.get("response"))
+                if isinstance(value, str):
+                    return value
+        except json.JSONDecodeError:
+            pass
+    match = _MESSAGE_FIELD.search(text)
+    if match:
+        try:
+            return json.loads(f'"{match.group(1)}"')
+        except json.JSONDecodeError:
+            return match.group(1)
+    return None
+
+
+def parse_user_turn(text: str, fmt: str = "text") -> UserTurn:
+    """Read a simulator reply; never fails (falls back to the cleaned text)."""
     terminated = TERMINATION_SIGNAL in text
-    message = _SPEAKER_PREFIX.sub("", text.strip())
-    if len(message) >= 2 and message[0] == message[-1] and message[0] in "\"'":
-        message = message[1:-1].strip()
-    return message, terminated
+    if fmt == "json":
+        message = _json_message(text)
+        if message is not None:
+            terminated = TERMINATION_SIGNAL in message or terminated
+            return UserTurn(_clean(message), terminated, followed_format=True)
+        return UserTurn(_clean(text), terminated, followed_format=False)
+    cleaned = _clean(text)
+    # A text reply that is a JSON object anyway (small models imitate) still yields its message.
+    if cleaned.startswith("{"):
+        message = _json_message(cleaned)
+        if message is not None:
+            return UserTurn(_clean(message), terminated or TERMINATION_SIGNAL in message, followed_format=False)
+    return UserTurn(cleaned, terminated, followed_format=True)

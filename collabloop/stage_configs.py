@@ -28,6 +28,17 @@ class SimulatorArgs:
     )
     simulator_temperature: float = _help("Sampling temperature of the user simulator.", default=1.0)
     simulator_max_tokens: int = _help("Most tokens in one simulated user turn.", default=96)
+    simulator_format: str = _help(
+        "'json': the simulator answers {thought, message} (hidden reasoning, as CollabLLM); 'text': the message "
+        "alone. Replies that break the format fall back to their text and are counted.",
+        default="json",
+    )
+
+    def _check_simulator(self) -> None:
+        from collabloop.simulator import FORMATS
+
+        if self.simulator_format not in FORMATS:
+            raise ConfigError(f"simulator_format must be one of {list(FORMATS)}, got {self.simulator_format!r}")
 
 
 @dataclass
@@ -91,9 +102,18 @@ class ContextsConfig(SimulatorArgs, RemoteCallArgs):
     output_path: str = _help("Where to write the contexts (JSONL).", default="contexts.jsonl")
     max_tasks: int | None = _help("Use only the first N tasks (null: all).", default=None)
     iteration: int = _help("Iteration number; part of the simulator's sampling key.", default=1)
+    continue_from: str = _help(
+        "Rewards of the previous iteration: also continue each conversation with its best candidate and the "
+        "simulated user's next turn. Empty: openings only.",
+        default="",
+    )
+    max_turns: int = _help("Continue a conversation only while it has fewer than this many assistant turns.", default=4)
 
     def __post_init__(self):
         self._check_remote()
+        self._check_simulator()
+        if self.max_turns < 1:
+            raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_tasks is not None and self.max_tasks < 1:
             raise ConfigError(f"max_tasks must be >= 1 or null, got {self.max_tasks}")
 
@@ -129,6 +149,7 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
     def __post_init__(self):
         self._check_policy()
         self._check_remote()
+        self._check_simulator()
         if self.num_futures < 1:
             raise ConfigError(f"num_futures must be >= 1, got {self.num_futures}")
         if self.window_turns < 0:
@@ -217,6 +238,10 @@ class LoopConfig:
     )
     simulator_port: int = _help("Port of the local simulator server on 127.0.0.1.", default=8000)
     simulator_served_name: str = _help("Name the server serves the model under (hosted_vllm/<name>).", default="simulator")
+    continue_conversations: bool = _help(
+        "From iteration 2 on, contexts also continue the previous iteration's conversations (multi-turn data).",
+        default=True,
+    )
     accelerate_config: str = _help("accelerate config for training.", default="configs/zero2.yaml")
     num_processes: int = _help("Training processes; 0: one per GPU, or 2 on a CPU-only machine.", default=0)
 

@@ -1,7 +1,10 @@
-"""Contexts: the opening user turn of each task.
+"""Contexts: the opening user turn of each task, and continued conversations.
 
 A task with `prompt` opens with it. Otherwise the user simulator writes the
-opening message from the hidden goal.
+opening message from the hidden goal. With `continue_from` (the previous
+iteration's rewards), each conversation also goes on as CollabLLM builds its
+data: its best candidate becomes the assistant's turn, and the next user turn
+is the first user message of that candidate's longest simulated future.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import logging
 
 from collabloop.cli import cache_for, check_failures, simulator_client
 from collabloop.jsonl import read_records
-from collabloop.records import Context, Task
-from collabloop.simulator import opening_request, parse_user_turn
+from collabloop.records import Context, Rewarded, Task
+from collabloop.simulator import TERMINATION_SIGNAL, opening_request, parse_user_turn
 from collabloop.stage import StageRun
 from collabloop.stage_configs import ContextsConfig
 
@@ -22,8 +25,34 @@ def context_id(task: Task, turn: int = 0) -> str:
     return f"{task.id}/turn{turn}"
 
 
+def continue_conversation(record: Rewarded, max_turns: int) -> tuple[Context | None, str]:
+    """The next context of a scored conversation, or None and the reason it ends here."""
+    scored = [(reward, k) for k, reward in enumerate(record.rewards) if reward is not None]
+    if not scored:
+        return None, "no_scored_candidate"
+    _, best = max(scored, key=lambda x: (x[0], -x[1]))
+    futures = [
+        f for f in record.futures[best]
+        if f["error"] is None and f["messages"] and f["messages"][0]["role"] == "user"
+    ]
+    if not futures:
+        return None, "no_simulated_user_turn"
+    longest = max(futures, key=lambda f: len(f["messages"]))  # first of the longest: stable
+    user = longest["messages"][0]
+    if TERMINATION_SIGNAL in user["content"] or not user["content"].strip():
+        return None, "user_ended_conversation"
+    turn = record.turn + 1
+    if turn >= max_turns:
+        return None, "turn_limit"
+    prompt = [*record.prompt, {"role": "assistant", "content": record.responses[best]}, user]
+    return Context(id=f"{record.task_id}/turn{turn}", task_id=record.task_id, prompt=prompt, turn=turn), "continued"
+
+
 def run(cfg: ContextsConfig) -> dict | None:
-    stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs={"tasks": cfg.tasks_path})
+    inputs = {"tasks": cfg.tasks_path}
+    if cfg.continue_from:
+        inputs["continue_from"] = cfg.continue_from
+    stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs=inputs)
     if stage.up_to_date():
         return None
     tasks = read_records(cfg.tasks_path, Task)
@@ -41,11 +70,13 @@ def run(cfg: ContextsConfig) -> dict | None:
     if to_write:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)
-        requests = [opening_request(t, salt=f"{t.id}/iter{cfg.iteration}/opening") for t in to_write]
+        requests = [opening_request(t, f"{t.id}/iter{cfg.iteration}/opening", cfg.simulator_format) for t in to_write]
         results = simulator.complete_many(requests, progress="opening turns")
         written = []
         for task, result in zip(to_write, results):
-            message = parse_user_turn(result.text)[0] if not result.error else ""
+            turn = parse_user_turn(result.text, cfg.simulator_format) if not result.error else None
+            stage.counts["simulator_format_fallbacks"] += int(turn is not None and not turn.followed_format)
+            message = turn.message if turn is not None else ""
             if result.error or not message:
                 dropped.add(context_id(task))
                 logger.warning("task %s: no opening message (%s)", task.id, result.error or "empty after cleaning")
@@ -58,4 +89,14 @@ def run(cfg: ContextsConfig) -> dict | None:
         for key, value in simulator.stats.items():
             stage.counts[f"simulator_{key}"] = value
         cache.close()
-    return stage.finish([context_id(t) for t in tasks if context_id(t) not in dropped])
+    order = [context_id(t) for t in tasks if context_id(t) not in dropped]
+    if cfg.continue_from:
+        continued = []
+        for record in read_records(cfg.continue_from, Rewarded):
+            context, reason = continue_conversation(record, cfg.max_turns)
+            stage.counts[f"conversations_{reason}"] += 1
+            if context is not None:
+                continued.append(context)
+        stage.append([c for c in continued if c.id not in done])
+        order += [c.id for c in continued]
+    return stage.finish(order)

@@ -8,6 +8,7 @@ to the vLLM engine as one batch.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from collabloop.cli import cache_for, check_failures, simulator_client
@@ -45,26 +46,29 @@ def roll_out(
     engine: PolicyEngine,
     sampling: SamplingSettings,
     seed_parts: tuple,
-) -> None:
-    """Advance every rollout by up to `window_turns` exchanges, in place."""
+    simulator_format: str = "text",
+) -> Counter:
+    """Advance every rollout by up to `window_turns` exchanges, in place; returns counts."""
+    counts: Counter = Counter()
     for turn in range(window_turns):
         live = [r for r in rollouts if r.live]
         if not live:
-            return
-        requests = [next_turn_request(r.task, r.history, salt=f"{r.salt}/turn{turn}") for r in live]
+            return counts
+        requests = [next_turn_request(r.task, r.history, f"{r.salt}/turn{turn}", simulator_format) for r in live]
         results = simulator.complete_many(requests, progress=f"user turn {turn + 1}/{window_turns}")
         for rollout, result in zip(live, results):
             if result.error:
                 rollout.error = f"simulator failed at turn {turn + 1}: {result.error}"
                 continue
-            message, terminated = parse_user_turn(result.text)
-            user = {"role": "user", "content": message}
+            parsed = parse_user_turn(result.text, simulator_format)
+            counts["simulator_format_fallbacks"] += int(not parsed.followed_format)
+            user = {"role": "user", "content": parsed.message}
             rollout.history.append(user)
             rollout.future.append(user)
-            rollout.terminated = terminated
+            rollout.terminated = parsed.terminated
         live = [r for r in rollouts if r.live]
         if not live:
-            return
+            return counts
         replies = engine.chat(
             [r.history for r in live], sampling, n=1, batch_seed=derive_seed(*seed_parts, turn), progress=False
         )
@@ -72,6 +76,7 @@ def roll_out(
             assistant = {"role": "assistant", "content": reply[0]}
             rollout.history.append(assistant)
             rollout.future.append(assistant)
+    return counts
 
 
 def run(cfg: SimulateConfig) -> dict | None:
@@ -101,7 +106,8 @@ def run(cfg: SimulateConfig) -> dict | None:
                 for k, response in enumerate(rec.responses)
                 for s in range(cfg.num_futures)
             }
-            roll_out(list(rollouts.values()), cfg.window_turns, simulator, engine, sampling, (cfg.seed, chunk_index))
+            turn_counts = roll_out(list(rollouts.values()), cfg.window_turns, simulator, engine, sampling,
+                                   (cfg.seed, chunk_index), cfg.simulator_format)
             failed = sum(1 for r in rollouts.values() if r.error)
             # Checked before appending, so a rerun redoes this batch once the simulator works again.
             check_failures(f"simulate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
@@ -125,6 +131,7 @@ def run(cfg: SimulateConfig) -> dict | None:
                 stage.counts["futures_failed"] += sum(1 for per in futures for f in per if f["error"])
                 stage.counts["futures_terminated"] += sum(1 for per in futures for f in per if f["terminated"])
             stage.append(new)
+            stage.counts.update(turn_counts)
         for key, value in simulator.stats.items():
             stage.counts[f"simulator_{key}"] = value
         cache.close()

@@ -1,0 +1,43 @@
+"""The user simulator's prompts and the parsing of its replies (never fails, counts fallbacks)."""
+
+import pytest
+
+from collabloop.records import Task
+from collabloop.simulator import TERMINATION_SIGNAL, next_turn_request, opening_request, parse_user_turn
+
+TASK = Task(id="t", task="math", goal="You want to know 2 + 3.", reference="5")
+
+
+def test_requests_hide_nothing_from_the_simulator_and_swap_roles():
+    conversation = [
+        {"role": "system", "content": "policy system prompt"},
+        {"role": "user", "content": "help with a sum"},
+        {"role": "assistant", "content": "Which numbers?"},
+    ]
+    request = next_turn_request(TASK, conversation, salt="s", fmt="json")
+    system, *rest = request.messages
+    assert "You want to know 2 + 3." in system["content"] and TERMINATION_SIGNAL in system["content"]
+    assert '"message"' in system["content"]
+    # The simulator is the assistant of its own chat: our user turns are its replies.
+    assert rest == [{"role": "assistant", "content": "help with a sum"}, {"role": "user", "content": "Which numbers?"}]
+    opening = opening_request(TASK, salt="o", fmt="text")
+    assert opening.messages[-1]["role"] == "user" and "first message" in opening.messages[-1]["content"]
+
+
+@pytest.mark.parametrize(
+    "text, fmt, message, terminated, followed",
+    [
+        ('{"thought": "they asked", "message": "2 and 3"}', "json", "2 and 3", False, True),
+        ('Sure! {"thought": "ok", "message": "the numbers are 2 and 3"} hope that helps', "json",
+         "the numbers are 2 and 3", False, True),
+        ('{"thought": "long thoughts", "message": "it is 2 and', "json", "it is 2 and", False, True),  # cut off
+        ('{"thought": "done", "message": "[[TERMINATE CHAT]]"}', "json", "[[TERMINATE CHAT]]", True, True),
+        ("User: 2 and 3 please", "json", "2 and 3 please", False, False),  # broke the format: its text
+        ('"2 and 3"', "text", "2 and 3", False, True),
+        ("Thanks! [[TERMINATE CHAT]]", "text", "Thanks! [[TERMINATE CHAT]]", True, True),
+        ('{"message": "imitating json"}', "text", "imitating json", False, False),
+    ],
+)
+def test_parse_user_turn(text, fmt, message, terminated, followed):
+    turn = parse_user_turn(text, fmt)
+    assert (turn.message, turn.terminated, turn.followed_format) == (message, terminated, followed)
