@@ -307,3 +307,22 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "rewards": Rewarded,
     "pairs": Pair,
 }
+
+
+@dataclass
+class SFTExample(Record):
+    """A conversation to imitate (TRL's conversational language-modeling format)."""
+
+    KIND: ClassVar[str] = "sft"
+    id: str
+    messages: list[dict]
+
+    @classmethod
+    def _parse(cls, obj, where):
+        messages = validate_messages(_req(obj, "messages", where), "messages", where)
+        if messages[-1]["role"] != "assistant":
+            raise RecordError(where, "messages", "an SFT conversation must end with an assistant turn")
+        return {"id": _str(_req(obj, "id", where), "id", where), "messages": messages}
+
+
+RECORD_TYPES["sft"] = SFTExample

@@ -1,0 +1,148 @@
+"""Import a CollabLLM multiturn dataset (their published schema) from local files.
+
+    python -m collabloop.import_collabllm --input math-hard.parquet --task math --out_dir data/imported/math-hard
+
+Reads JSON, JSONL or parquet rows with the columns prompt, completion,
+conv_id, score, turn_id, single_turn_prompt, single_turn_completion,
+single_turn_metadata (and optionally sessions, rewards), and writes:
+
+- tasks.jsonl     one task per conversation (goal: single_turn_prompt,
+                  reference: single_turn_completion);
+- contexts.jsonl  one context per (conversation, turn);
+- pairs.jsonl     the best against the worst completion per (conversation, turn),
+                  ties and gaps below --min_margin dropped and counted;
+- sft.jsonl       per conversation, its last turn's best completion after its prompt
+                  (as CollabLLM's SFT data).
+
+Nothing is downloaded: export the dataset to a local file first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from collabloop.jsonl import write_records
+from collabloop.records import Context, Pair, RecordError, SFTExample, Task, validate_messages
+
+REQUIRED = ("prompt", "completion", "conv_id", "score", "turn_id",
+            "single_turn_prompt", "single_turn_completion", "single_turn_metadata")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg})") from None
+    return rows
+
+
+def _as_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _as_dict(value, where: str, column: str) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {"text": value}
+    if not isinstance(value, dict):
+        raise RecordError(where, column, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def convert(rows: list[dict], source: str, task_kind: str, min_margin: float = 0.0):
+    """Rows of the CollabLLM schema -> (tasks, contexts, pairs, sft, counts)."""
+    counts: Counter = Counter(rows_in=len(rows))
+    tasks: dict[str, Task] = {}
+    turns: dict[tuple[str, int], list[tuple[dict, str]]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        where = f"{source}:row {i}"
+        missing = [c for c in REQUIRED if c not in row]
+        if missing:
+            raise RecordError(where, missing[0], f"missing (the CollabLLM schema has {list(REQUIRED)})")
+        conv = str(row["conv_id"])
+        task_id = f"collabllm-{conv}"
+        if task_id not in tasks:
+            tasks[task_id] = Task(
+                id=task_id, task=task_kind, goal=_as_text(row["single_turn_prompt"]),
+                reference=_as_text(row["single_turn_completion"]),
+                metadata={"source": source, **_as_dict(row["single_turn_metadata"], where, "single_turn_metadata")},
+            )
+        prompt = validate_messages(row["prompt"], "prompt", where)
+        if prompt[-1]["role"] != "user":
+            raise RecordError(where, "prompt", "must end with a user turn")
+        score = row["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise RecordError(where, "score", f"expected a finite number, got {score!r}")
+        turns[(task_id, int(row["turn_id"]))].append((row, where))
+
+    contexts: list[Context] = []
+    pairs: list[Pair] = []
+    best_last: dict[str, tuple] = {}  # task id -> ((turn, score), prompt, completion) of its last turn's best
+    for (task_id, turn_id), group in sorted(turns.items()):
+        row0, where0 = group[0]
+        prompt = validate_messages(row0["prompt"], "prompt", where0)
+        context = Context(id=f"{task_id}/turn{turn_id}", task_id=task_id, prompt=prompt,
+                          turn=sum(1 for m in prompt if m["role"] == "assistant"))
+        contexts.append(context)
+        scored = sorted(((float(r["score"]), n, r) for n, (r, _) in enumerate(group)), key=lambda x: (-x[0], x[1]))
+        best, worst = scored[0], scored[-1]
+        key = (turn_id, best[0])
+        if task_id not in best_last or key > best_last[task_id][0]:
+            best_last[task_id] = (key, prompt, best[2]["completion"])
+        if len(scored) < 2:
+            counts["pairs_dropped_single_completion"] += 1
+        elif best[0] == worst[0]:
+            counts["pairs_dropped_tied"] += 1
+        elif best[0] - worst[0] < min_margin:
+            counts["pairs_dropped_margin_below_min"] += 1
+        else:
+            pairs.append(Pair(id=context.id, prompt=prompt,
+                              chosen=[{"role": "assistant", "content": _as_text(best[2]["completion"])}],
+                              rejected=[{"role": "assistant", "content": _as_text(worst[2]["completion"])}],
+                              chosen_reward=best[0], rejected_reward=worst[0], margin=best[0] - worst[0]))
+    sft = [SFTExample(id=task_id, messages=[*prompt, {"role": "assistant", "content": _as_text(completion)}])
+           for task_id, (_, prompt, completion) in best_last.items()]
+    counts.update(tasks=len(tasks), contexts=len(contexts), pairs=len(pairs), sft=len(sft))
+    return list(tasks.values()), contexts, pairs, sft, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="local .parquet, .json or .jsonl file in the CollabLLM schema")
+    parser.add_argument("--task", required=True, help="task kind of the imported tasks (math, code, doc, ...)")
+    parser.add_argument("--out_dir", required=True, help="folder for tasks/contexts/pairs/sft .jsonl")
+    parser.add_argument("--min_margin", type=float, default=0.0, help="drop pairs whose score gap is below this")
+    args = parser.parse_args()
+    try:
+        tasks, contexts, pairs, sft, counts = convert(read_rows(args.input), args.input, args.task, args.min_margin)
+    except (RecordError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    out = Path(args.out_dir)
+    for name, records in (("tasks", tasks), ("contexts", contexts), ("pairs", pairs), ("sft", sft)):
+        write_records(out / f"{name}.jsonl", records)
+    print("[import_collabllm] " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" -> {out}")
+
+
+if __name__ == "__main__":
+    main()

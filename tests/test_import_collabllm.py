@@ -1,0 +1,71 @@
+"""The CollabLLM dataset importer on local files in their published schema."""
+
+import json
+
+import pytest
+
+from collabloop.import_collabllm import convert, read_rows
+from collabloop.jsonl import read_records, write_records
+from collabloop.records import Context, Pair, RecordError, SFTExample, Task
+
+
+def row(conv, turn, completion, score, prompt=None):
+    prompt = prompt or [{"role": "user", "content": f"help me with problem {conv}"}]
+    return {
+        "prompt": prompt, "completion": completion, "conv_id": conv, "score": score, "turn_id": turn,
+        "single_turn_prompt": f"Solve problem {conv}.", "single_turn_completion": "42",
+        "single_turn_metadata": {"level": "Level 5", "type": "Algebra"},
+        "sessions": [], "rewards": {"MR": [score]},
+    }
+
+
+ROWS = [
+    row(7, 1, "Which variable?", 0.8),
+    row(7, 1, "It is 41.", 0.2),
+    row(7, 3, "So it is 42.", 0.9, prompt=[
+        {"role": "user", "content": "help me with problem 7"}, {"role": "assistant", "content": "Which variable?"},
+        {"role": "user", "content": "x"}]),
+    row(7, 3, "Done.", 0.9, prompt=[
+        {"role": "user", "content": "help me with problem 7"}, {"role": "assistant", "content": "Which variable?"},
+        {"role": "user", "content": "x"}]),
+    row(8, 1, "Only one candidate.", 0.5),
+]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "parquet"])
+def test_import_writes_valid_files(tmp_path, kind):
+    path = tmp_path / f"data.{kind}"
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    elif kind == "json":
+        path.write_text(json.dumps(ROWS))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    tasks, contexts, pairs, sft, counts = convert(read_rows(path), str(path), "math")
+    for name, records, cls in (("tasks", tasks, Task), ("contexts", contexts, Context), ("pairs", pairs, Pair),
+                               ("sft", sft, SFTExample)):
+        write_records(tmp_path / f"{name}.jsonl", records)
+        assert len(read_records(tmp_path / f"{name}.jsonl", cls)) == len(records)
+    assert [t.id for t in tasks] == ["collabllm-7", "collabllm-8"]
+    assert tasks[0].goal == "Solve problem 7." and tasks[0].reference == "42"
+    assert tasks[0].metadata["level"] == "Level 5"
+    assert [c.id for c in contexts] == ["collabllm-7/turn1", "collabllm-7/turn3", "collabllm-8/turn1"]
+    assert contexts[1].turn == 1
+    assert len(pairs) == 1 and pairs[0].chosen[0]["content"] == "Which variable?"
+    assert pairs[0].margin == pytest.approx(0.6)
+    assert counts["pairs_dropped_tied"] == 1 and counts["pairs_dropped_single_completion"] == 1
+    # SFT: each conversation's last turn, its best completion (ties: first row).
+    assert sft[0].messages[-1] == {"role": "assistant", "content": "So it is 42."}
+    assert len(sft[0].messages) == 4
+
+
+def test_schema_errors_name_the_row_and_column(tmp_path):
+    bad = dict(ROWS[0])
+    del bad["single_turn_prompt"]
+    with pytest.raises(RecordError, match=r"data.jsonl:row 1: field 'single_turn_prompt': missing"):
+        convert([ROWS[1], bad], "data.jsonl", "math")
+    with pytest.raises(RecordError, match=r"row 0: field 'score': expected a finite number"):
+        convert([{**ROWS[0], "score": "high"}], "data.jsonl", "math")
