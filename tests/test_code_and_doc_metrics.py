@@ -86,17 +86,20 @@ def test_network_is_unreachable_from_the_sandbox():
 
 
 def test_writes_outside_the_sandbox_folder_do_not_reach_the_host(tmp_path):
-    outside = tmp_path / "escaped.txt"  # under the host's /tmp, hidden by the sandbox's own tmpfs
-    repo_file = os.path.abspath("ESCAPED_FROM_SANDBOX.txt")
+    targets = [
+        str(tmp_path / "escaped.txt"),  # under the host's /tmp: hidden by the sandbox's own tmpfs
+        os.path.abspath("ESCAPED_FROM_SANDBOX.txt"),  # the repository
+        "/ESCAPED_FROM_SANDBOX.txt",  # a root-owned folder
+    ]
     program = "".join(
-        f"try:\n    open({path!r}, 'w').write('x')\nexcept OSError as e:\n    print(type(e).__name__)\n"
-        for path in (str(outside), repo_file)
+        f"try:\n    open({path!r}, 'w').write('x')\n    print('WROTE')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+        for path in targets
     ) + "open('inside.txt', 'w').write('fine')\n"
     result = run_python(program)
-    assert result.status == "pass", result.stderr
-    # The host /tmp folder does not exist in there; the repository is not writable for the sandbox user.
-    assert result.stdout.split() == ["FileNotFoundError", "PermissionError"]
-    assert not outside.exists() and not os.path.exists(repo_file)
+    assert result.status == "pass", result.stderr  # its own folder is writable
+    # Each outside write fails: the path is hidden (FileNotFoundError) or not writable (PermissionError).
+    assert len(result.stdout.split()) == 3 and "WROTE" not in result.stdout, result.stdout
+    assert not any(os.path.exists(path) for path in targets)
 
 
 def test_bleu_is_word_level_with_known_values():
