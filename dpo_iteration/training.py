@@ -59,10 +59,9 @@ def run(script_args, dpo_args) -> dict | None:
     inputs = {"pairs": script_args.pairs_path, "model": script_args.model_name_or_path}
     if script_args.ref_model:
         inputs["ref_model"] = script_args.ref_model
-    stage = StageRun("dpo", output_dir.with_name(output_dir.name + ".jsonl"), Pair, (script_args, dpo_args), inputs)
-    stage.meta_path = output_dir.with_name(output_dir.name + ".meta.json")
-    if output_dir.exists() and stage._read_meta() and stage._read_meta().get("fingerprint") == stage.fingerprint \
-            and stage._read_meta().get("status") == "complete":
+    # The output is a model folder; its meta file is <output_dir>.meta.json beside it, as for JSONL outputs.
+    stage = StageRun("dpo", output_dir, Pair, (script_args, dpo_args), inputs)
+    if stage.up_to_date():
         return None
 
     pairs = read_records(script_args.pairs_path, Pair)
