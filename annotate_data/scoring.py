@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from collabloop.cli import cache_for, check_failures, client_for
+from collabloop.cli import cache_for, check_failures, metric_resources
 from collabloop.jsonl import read_records_with_tasks
 from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, mean_or_none
-from collabloop.records import Rewarded, Simulation, Task
+from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
 
@@ -62,10 +62,17 @@ def score_records(
     return out
 
 
+def without_futures(generation: Generation) -> Simulation:
+    """A generation as a simulation whose candidates each have one empty future: the candidate alone is scored."""
+    futures = [[{"messages": [], "terminated": False, "error": None}] for _ in generation.responses]
+    return Simulation(**generation.to_dict(), futures=futures)
+
+
 def run(cfg: AnnotateConfig) -> dict | None:
     stage = StageRun(
         "annotate", cfg.output_path, Rewarded, (cfg,),
-        inputs={"simulations": cfg.simulations_path, "tasks": cfg.tasks_path},
+        inputs={"simulations": cfg.simulations_path, "tasks": cfg.tasks_path,
+                **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
     )
     if stage.up_to_date():
         return None
@@ -73,21 +80,18 @@ def run(cfg: AnnotateConfig) -> dict | None:
         from collabloop.sandbox import check_available
 
         check_available()  # before any work: code is never run unsandboxed
-    records, tasks = read_records_with_tasks(cfg.simulations_path, Simulation, cfg.tasks_path)
+    if cfg.without_futures:
+        generations, tasks = read_records_with_tasks(cfg.simulations_path, Generation, cfg.tasks_path)
+        records = [without_futures(g) for g in generations]
+    else:
+        records, tasks = read_records_with_tasks(cfg.simulations_path, Simulation, cfg.tasks_path)
     done, todo = stage.begin_chunks(records, cfg.batch_size)
     if todo:
-        from transformers import AutoTokenizer
         from tqdm.auto import tqdm
 
         cache = cache_for(cfg, cfg.output_path)
-        judge = client_for(
-            cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
-            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
-        )
-        resources = MetricResources(
-            tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge,
-            options={"judge_top_logprobs": cfg.judge_top_logprobs},
-        )
+        resources = metric_resources(cfg, cache, cfg.metric_weights)
+        judge, reward_model = resources.judge, resources.reward_model
         for _, chunk in tqdm(todo, desc="annotate batches"):
             scored = score_records(chunk, tasks, cfg, resources)
             judged = [
@@ -103,5 +107,7 @@ def run(cfg: AnnotateConfig) -> dict | None:
             stage.counts["candidates_without_reward"] += sum(1 for r in new for x in r.rewards if x is None)
         for key, value in judge.stats.items():
             stage.counts[f"judge_{key}"] = value
+        if reward_model is not None:
+            stage.counts["reward_model_texts_truncated"] += reward_model.texts_truncated
         cache.close()
     return stage.finish([r.id for r in records])

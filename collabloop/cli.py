@@ -41,6 +41,27 @@ def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
     )
 
 
+def metric_resources(cfg, cache: ResponseCache, metric_names):
+    """Tokenizer, judge client and reward model for the metrics named (a `JudgeArgs` config)."""
+    from transformers import AutoTokenizer
+
+    from collabloop.metrics import MetricResources
+
+    judge = client_for(
+        cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
+        temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
+    )
+    reward_model = None
+    if "rm_score" in metric_names:
+        from collabloop.reward_model import RewardModelScorer
+
+        reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
+    return MetricResources(
+        tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge, reward_model=reward_model,
+        options={"judge_top_logprobs": cfg.judge_top_logprobs},
+    )
+
+
 class StageError(RuntimeError):
     """A stage cannot go on; the message says why and what to do."""
 

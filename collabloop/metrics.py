@@ -44,6 +44,7 @@ class MetricResources:
 
     tokenizer: Any = None
     judge: LLMClient | None = None
+    reward_model: Any = None  # a collabloop.reward_model.RewardModelScorer
     options: dict = field(default_factory=dict)
 
 
@@ -263,6 +264,86 @@ def interactivity(items: list[ScoringItem], res: MetricResources) -> list[Metric
             grade = parse_grade(result.text)
         out.append(MetricValue(grade, None if grade is not None else f"judge gave no grade A/B/C: {result.text[:80]!r}"))
     return out
+
+
+JUDGE_ACCURACY_PROMPT = """You are checking whether an AI assistant gave the user the correct final answer.
+
+The user's request:
+{goal}
+
+The correct answer:
+{reference}
+
+The conversation:
+{window}
+
+Does the assistant's final answer in the conversation agree with the correct answer? Wording may differ; the substance must match. If the assistant gave no final answer, the answer is No.
+
+Answer with one word: Yes or No."""
+
+_VERDICTS = {"YES": 1.0, "NO": 0.0}
+
+
+def expected_verdict(first_token_logprobs: dict[str, float] | None) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) under the judge's first token; None when neither is likely."""
+    if not first_token_logprobs:
+        return None
+    mass = {"YES": 0.0, "NO": 0.0}
+    for token, logprob in first_token_logprobs.items():
+        word = token.strip().upper()
+        if word in mass:
+            mass[word] += math.exp(logprob)
+    total = mass["YES"] + mass["NO"]
+    return mass["YES"] / total if total >= _MIN_GRADE_MASS else None
+
+
+def parse_verdict(text: str) -> float | None:
+    match = re.search(r"\b(yes|no)\b", text, re.IGNORECASE)
+    return _VERDICTS[match.group(1).upper()] if match else None
+
+
+@register_metric("judge_accuracy")
+def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """LLM judge: does the final answer agree with the task's reference? For free-form answers that
+    no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""
+    if res.judge is None:
+        raise ValueError("judge_accuracy needs a judge client")
+    requests = [
+        Request(
+            messages=[
+                {
+                    "role": "user",
+                    "content": JUDGE_ACCURACY_PROMPT.format(
+                        goal=item.task.goal, reference=item.task.reference, window=render_transcript(item.window)
+                    ),
+                }
+            ],
+            top_logprobs=res.options.get("judge_top_logprobs"),
+        )
+        for item in items
+    ]
+    out = []
+    for result in res.judge.complete_many(requests, progress="accuracy judge"):
+        if result.error:
+            out.append(MetricValue(None, f"judge call failed: {result.error}"))
+            continue
+        verdict = expected_verdict(result.first_token_logprobs)
+        if verdict is None:
+            verdict = parse_verdict(result.text)
+        out.append(
+            MetricValue(verdict, None if verdict is not None else f"judge gave no Yes/No: {result.text[:80]!r}")
+        )
+    return out
+
+
+@register_metric("rm_score")
+def rm_score(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """A sequence-classification reward model's score of the whole conversation (context, candidate,
+    future), scored in length-sorted batches."""
+    if res.reward_model is None:
+        raise ValueError("rm_score needs a reward model: set reward_model to a sequence-classification model folder")
+    scores = res.reward_model.score([[*item.history, *item.window] for item in items], progress="reward model")
+    return [MetricValue(s) for s in scores]
 
 
 def combine(values: dict[str, list[MetricValue]], weights: dict[str, float], term_cap: float) -> list[float | None]:

@@ -326,3 +326,42 @@ class SFTExample(Record):
 
 
 RECORD_TYPES["sft"] = SFTExample
+
+
+@dataclass
+class EvalConversation(Record):
+    """One full evaluation conversation (opening to termination or the turn limit), scored."""
+
+    KIND: ClassVar[str] = "evaluation"
+    id: str
+    task_id: str
+    messages: list[dict]
+    terminated: bool
+    error: str | None
+    metrics: dict[str, float | None]
+    metric_errors: dict[str, str]
+
+    @classmethod
+    def _parse(cls, obj, where):
+        terminated = _req(obj, "terminated", where)
+        if not isinstance(terminated, bool):
+            raise RecordError(where, "terminated", f"expected true or false, got {terminated!r}")
+        error = _req(obj, "error", where)
+        if error is not None:
+            _str(error, "error", where)
+        metrics = _dict(_req(obj, "metrics", where), "metrics", where)
+        metric_errors = _dict(_req(obj, "metric_errors", where), "metric_errors", where)
+        for name, message in metric_errors.items():
+            _str(message, f"metric_errors.{name}", where)
+        return {
+            "id": _str(_req(obj, "id", where), "id", where),
+            "task_id": _str(_req(obj, "task_id", where), "task_id", where),
+            "messages": validate_messages(_req(obj, "messages", where), "messages", where),
+            "terminated": terminated,
+            "error": error,
+            "metrics": {m: _opt_float(v, f"metrics.{m}", where) for m, v in metrics.items()},
+            "metric_errors": dict(metric_errors),
+        }
+
+
+RECORD_TYPES["evaluation"] = EvalConversation

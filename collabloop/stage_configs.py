@@ -159,18 +159,10 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
 
 
 @dataclass
-class AnnotateConfig(RemoteCallArgs):
-    """Annotation: metrics per future, weighted into one multiturn-aware reward per candidate."""
+class JudgeArgs:
+    """What the metrics need besides the conversation: a tokenizer, an LLM judge, a reward model."""
 
-    simulations_path: str = _help("Simulations to score (JSONL).", default="simulations.jsonl")
-    tasks_path: str = _help("Task set holding references (JSONL).", default="data/tasks/math_demo_train.jsonl")
-    output_path: str = _help("Where to write the rewards (JSONL).", default="rewards.jsonl")
     tokenizer: str = _help("Tokenizer that counts tokens for token_amount (the policy's).", default="models/SmolLM2-135M-Instruct")
-    metric_weights: dict[str, float] = _help(
-        "Metric name -> weight of its term in the reward; every metric named here is computed.",
-        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
-    )
-    term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
     judge_model: str = _help("litellm model name of the LLM judge.", default="hosted_vllm/simulator")
     judge_api_base: str | None = _help("Base URL of the judge server; null for API models.", default="http://127.0.0.1:8000/v1")
     judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
@@ -180,21 +172,89 @@ class AnnotateConfig(RemoteCallArgs):
         "null: use the letter it wrote (for APIs without logprobs).",
         default=10,
     )
+    reward_model: str = _help(
+        "Sequence-classification reward model folder for the rm_score metric (e.g. one run_rm.py trained).",
+        default="",
+    )
+    reward_batch_size: int = _help("Conversations per reward-model forward pass (sorted by length).", default=16)
+    reward_max_length: int = _help("Longest conversation the reward model reads, in tokens (the end is kept).", default=2048)
+
+    def _check_judge(self, metric_names) -> None:
+        from collabloop.metrics import METRICS
+
+        unknown = sorted(set(metric_names) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"unknown metrics {unknown}; registered: {sorted(METRICS)}")
+        if self.judge_top_logprobs is not None and not 1 <= self.judge_top_logprobs <= 20:
+            raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
+        if "rm_score" in metric_names and not self.reward_model:
+            raise ConfigError("the metrics use rm_score but reward_model is empty; set reward_model to a model folder")
+        if self.reward_batch_size < 1:
+            raise ConfigError(f"reward_batch_size must be >= 1, got {self.reward_batch_size}")
+
+
+@dataclass
+class AnnotateConfig(JudgeArgs, RemoteCallArgs):
+    """Annotation: metrics per future, weighted into one multiturn-aware reward per candidate."""
+
+    simulations_path: str = _help("Simulations to score (JSONL).", default="simulations.jsonl")
+    tasks_path: str = _help("Task set holding references (JSONL).", default="data/tasks/math_demo_train.jsonl")
+    output_path: str = _help("Where to write the rewards (JSONL).", default="rewards.jsonl")
+    metric_weights: dict[str, float] = _help(
+        "Metric name -> weight of its term in the reward; every metric named here is computed.",
+        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
+    )
+    term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
+    without_futures: bool = _help(
+        "Score each candidate alone, with no simulated future: `simulations_path` may then be a generations "
+        "file (Online-RLHF's annotation, e.g. with rm_score).",
+        default=False,
+    )
     batch_size: int = _help("Simulation records per batch; also the unit of resumption.", default=32)
 
     def __post_init__(self):
         self._check_remote()
-        from collabloop.metrics import METRICS
-
         if not self.metric_weights:
             raise ConfigError("metric_weights is empty; name at least one metric, e.g. '{accuracy: 1}'")
-        unknown = sorted(set(self.metric_weights) - set(METRICS))
-        if unknown:
-            raise ConfigError(f"metric_weights names unknown metrics {unknown}; registered: {sorted(METRICS)}")
-        if self.judge_top_logprobs is not None and not 1 <= self.judge_top_logprobs <= 20:
-            raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
+        self._check_judge(self.metric_weights)
         if self.term_cap <= 0:
             raise ConfigError(f"term_cap must be > 0, got {self.term_cap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
+    """Evaluation: full conversations between the policy and the simulator on held-out tasks, scored."""
+
+    contexts_path: str = _help("Opening contexts of the held-out tasks (JSONL, from make_contexts.py).", default="eval_contexts.jsonl")
+    tasks_path: str = _help("Held-out task set holding goals and references (JSONL).", default="data/tasks/math_demo_eval.jsonl")
+    output_dir: str = _help("Folder for conversations.jsonl and summary.json.", default="eval")
+    iteration: int = _help("Iteration the model comes from (0: the initial model); recorded in the summary.", default=0)
+    max_turns: int = _help("Most assistant turns in one conversation (it also ends when the user terminates).", default=4)
+    metrics: list[str] = _help(
+        "Metrics scored on each conversation; 'turns' (assistant turns) is always added.",
+        default_factory=lambda: ["accuracy", "interactivity", "token_amount"],
+    )
+    confidence: float = _help("Level of the bootstrap confidence intervals in the summary.", default=0.95)
+    bootstrap_samples: int = _help("Bootstrap resamples per interval.", default=1000)
+    batch_size: int = _help("Conversations per batch; also the unit of resumption.", default=64)
+
+    def __post_init__(self):
+        self._check_policy()
+        self._check_remote()
+        self._check_simulator()
+        if not self.metrics:
+            raise ConfigError("metrics is empty; name at least one, e.g. [accuracy, interactivity]")
+        if "turns" in self.metrics:
+            raise ConfigError("metrics must not name 'turns': it is always reported")
+        self._check_judge(self.metrics)
+        if self.max_turns < 1:
+            raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.bootstrap_samples < 1:
+            raise ConfigError(f"bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -259,4 +319,5 @@ SECTIONS: dict[str, tuple[type, ...]] = {
     "simulate": (SimulateConfig,),
     "annotate": (AnnotateConfig,),
     "pairs": (PairsConfig,),
+    "evaluate": (EvaluateConfig,),
 }

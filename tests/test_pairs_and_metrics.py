@@ -7,7 +7,8 @@ import pytest
 import math
 
 from collabloop.metrics import (
-    MetricResources, MetricValue, ScoringItem, combine, expected_grade, get_metric, parse_grade,
+    MetricResources, MetricValue, ScoringItem, combine, expected_grade, expected_verdict, get_metric, parse_grade,
+    parse_verdict,
 )
 from collabloop.records import Rewarded, Task
 from dpo_iteration.pairing import make_pair
@@ -100,3 +101,16 @@ def test_expected_grade_from_first_token_logprobs():
     assert expected_grade(lp) == pytest.approx(0.75 / 0.95)
     assert expected_grade({"The": math.log(0.9), "A": math.log(0.1)}) is None  # not answering the rubric
     assert expected_grade(None) is None
+
+
+@pytest.mark.parametrize("text,verdict", [("Yes", 1.0), ("no.", 0.0), ("Yes, it matches", 1.0), (" NO", 0.0),
+                                          ("Maybe", None), ("", None)])
+def test_parse_verdict(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+def test_expected_verdict_from_first_token_logprobs():
+    lp = {"Yes": math.log(0.6), " yes": math.log(0.1), "No": math.log(0.2), "The": math.log(0.1)}
+    assert expected_verdict(lp) == pytest.approx(0.7 / 0.9)
+    assert expected_verdict({"The": math.log(0.9), "No": math.log(0.1)}) is None  # not answering the question
+    assert expected_verdict(None) is None

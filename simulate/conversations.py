@@ -1,0 +1,157 @@
+"""Full conversations for evaluation: from the opening user turn to termination or a turn limit.
+
+The policy answers the opening, then the simulator and the policy take turns
+with the same turn-synchronous batching as the futures (`roll_out`). Each
+finished conversation is scored with the configured metrics, and the summary
+holds every metric's mean with a seeded bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from collabloop.cli import cache_for, check_failures, metric_resources, simulator_client
+from collabloop.jsonl import read_records, read_records_with_tasks, write_json
+from collabloop.llm_client import LLMClient
+from collabloop.metrics import MetricResources, ScoringItem, get_metric
+from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
+from collabloop.records import Context, EvalConversation
+from collabloop.stage import StageRun
+from collabloop.stage_configs import EvaluateConfig
+from collabloop.stats import bootstrap_ci
+from simulate.rollout import Rollout, roll_out
+
+logger = logging.getLogger(__name__)
+
+TURNS = "turns"
+
+
+def converse(
+    rollouts: list[Rollout],
+    max_turns: int,
+    simulator: LLMClient,
+    engine: PolicyEngine,
+    sampling: SamplingSettings,
+    seed_parts: tuple,
+    simulator_format: str = "text",
+):
+    """Play every rollout (its history ends with the user's opening) to the end, in place; returns counts.
+
+    The policy answers first; then up to `max_turns - 1` more exchanges, ending
+    early when the simulated user sends the termination signal.
+    """
+    openings = engine.chat(
+        [r.history for r in rollouts], sampling, n=1, batch_seed=derive_seed(*seed_parts, "opening"), progress=False
+    )
+    for rollout, reply in zip(rollouts, openings):
+        message = {"role": "assistant", "content": reply[0]}
+        rollout.history.append(message)
+        rollout.future.append(message)
+    return roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format)
+
+
+def score_conversations(
+    contexts: list[Context], rollouts: list[Rollout], metric_names: list[str], resources: MetricResources
+) -> list[EvalConversation]:
+    """Score finished conversations; a conversation whose simulation failed gets no metric values."""
+    ok = [i for i, r in enumerate(rollouts) if r.error is None]
+    items = [ScoringItem(task=rollouts[i].task, history=contexts[i].prompt, window=rollouts[i].future) for i in ok]
+    values = {name: dict(zip(ok, get_metric(name)(items, resources) if items else [])) for name in metric_names}
+    out = []
+    for i, (context, rollout) in enumerate(zip(contexts, rollouts)):
+        metrics: dict[str, float | None] = {}
+        errors: dict[str, str] = {}
+        for name in metric_names:
+            value = values[name].get(i)
+            metrics[name] = value.value if value else None
+            if value is None:
+                errors[name] = f"conversation failed: {rollout.error}"
+            elif value.error:
+                errors[name] = value.error
+        metrics[TURNS] = float(sum(1 for m in rollout.future if m["role"] == "assistant"))
+        out.append(
+            EvalConversation(
+                id=context.id, task_id=context.task_id, messages=[*context.prompt, *rollout.future],
+                terminated=rollout.terminated, error=rollout.error, metrics=metrics, metric_errors=errors,
+            )
+        )
+    return out
+
+
+def summarize(records: list[EvalConversation], cfg: EvaluateConfig) -> dict:
+    """Every metric's mean and bootstrap interval over the conversations that have a value."""
+    metrics = {}
+    for name in [*cfg.metrics, TURNS]:
+        values = [r.metrics.get(name) for r in records]
+        present = [v for v in values if v is not None]
+        metrics[name] = {
+            **bootstrap_ci(present, cfg.confidence, cfg.bootstrap_samples, seed=cfg.seed),
+            "failed": len(values) - len(present),
+        }
+    return {
+        "iteration": cfg.iteration,
+        "model": cfg.model,
+        "tasks_path": cfg.tasks_path,
+        "num_conversations": len(records),
+        "terminated": sum(r.terminated for r in records),
+        "confidence": cfg.confidence,
+        "bootstrap_samples": cfg.bootstrap_samples,
+        "seed": cfg.seed,
+        "metrics": metrics,
+    }
+
+
+def run(cfg: EvaluateConfig) -> dict | None:
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    conversations_path = output_dir / "conversations.jsonl"
+    summary_path = output_dir / "summary.json"
+    stage = StageRun(
+        "evaluate", conversations_path, EvalConversation, (cfg,),
+        inputs={"contexts": cfg.contexts_path, "tasks": cfg.tasks_path, "model": cfg.model,
+                **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
+    )
+    if stage.up_to_date():
+        if not summary_path.exists():  # killed between the conversations and the summary
+            write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
+        return None
+    if "pass_rate" in cfg.metrics:
+        from collabloop.sandbox import check_available
+
+        check_available()
+    contexts, tasks = read_records_with_tasks(cfg.contexts_path, Context, cfg.tasks_path)
+    done, todo = stage.begin_chunks(contexts, cfg.batch_size)
+    if todo:
+        from tqdm.auto import tqdm
+
+        cache = cache_for(cfg, str(conversations_path))
+        simulator = simulator_client(cfg, cache)
+        resources = metric_resources(cfg, cache, cfg.metrics)
+        engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib,
+                              enforce_eager=cfg.enforce_eager)
+        sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        for chunk_index, chunk in tqdm(todo, desc="evaluate batches"):
+            rollouts = [
+                Rollout(task=tasks[c.task_id], salt=f"eval/{c.id}", history=[dict(m) for m in c.prompt]) for c in chunk
+            ]
+            turn_counts = converse(rollouts, cfg.max_turns, simulator, engine, sampling,
+                                   (cfg.seed, "eval", chunk_index), cfg.simulator_format)
+            failed = sum(1 for r in rollouts if r.error)
+            check_failures(f"evaluate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
+            scored = [r for r in score_conversations(chunk, rollouts, cfg.metrics, resources) if r.id not in done]
+            metric_failures = sum(len(r.metric_errors) for r in scored if r.error is None)
+            check_failures(f"evaluate batch {chunk_index} metrics", metric_failures,
+                           len(scored) * len(cfg.metrics), cfg.max_failure_fraction)
+            stage.append(scored)
+            stage.counts.update(turn_counts)
+            stage.counts["conversations_failed"] += sum(1 for r in scored if r.error)
+            stage.counts["conversations_terminated"] += sum(1 for r in scored if r.terminated)
+            stage.counts["metric_values_failed"] += metric_failures
+        for name, client in (("simulator", simulator), ("judge", resources.judge)):
+            for key in ("calls", "cache_hits", "failures"):
+                stage.counts[f"{name}_{key}"] = client.stats[key]
+        cache.close()
+    result = stage.finish([c.id for c in contexts])
+    write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
+    return result

@@ -1,0 +1,26 @@
+"""Evaluate a model in full conversations with the simulated user on held-out tasks.
+
+    python simulate/evaluate.py --config configs/demo.yaml --model data/runs/demo/iter_2/model \
+        --contexts_path data/runs/demo/eval_contexts.jsonl --iteration 2 \
+        --output_dir data/runs/demo/iter_2/eval
+
+Writes <output_dir>/conversations.jsonl (every conversation with its metric
+values) and <output_dir>/summary.json (means with bootstrap intervals).
+"""
+
+from collabloop.cli import report, run_main, setup_logging
+from collabloop.config import parse_config
+from collabloop.stage_configs import EvaluateConfig
+from simulate.conversations import run
+
+
+def main(argv=None):
+    cfg = parse_config(EvaluateConfig, "evaluate", argv, __doc__)
+    setup_logging()
+    result = run(cfg)
+    print(report("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
+    print(f"[evaluate] summary: {cfg.output_dir}/summary.json")
+
+
+if __name__ == "__main__":
+    run_main(main)
