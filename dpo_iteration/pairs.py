@@ -1,7 +1,10 @@
-"""Build chosen/rejected pairs from scored candidates (best against worst).
+"""Build chosen/rejected pairs from scored candidates.
 
     python dpo_iteration/pairs.py --rewards_path data/runs/demo/iter_1/rewards.jsonl \
         --output_path data/runs/demo/iter_1/pairs.jsonl --min_margin 0.05
+
+--strategy max_min (default: best vs worst), max_random (best vs one drawn at random,
+with --seed), max_max (best vs second best) or random (two drawn at random).
 """
 
 from collabloop.cli import report, run_main, setup_logging

@@ -35,7 +35,8 @@ def test_max_min_pair_and_drop_reasons():
     assert make_pair(rewarded([0.5, None]), 0.0, counts) is None
     assert make_pair(rewarded([0.5, 0.6]), 0.5, counts) is None
     assert counts == Counter(
-        dropped_all_rewards_tied=1, dropped_fewer_than_two_rewards=1, dropped_margin_below_min=1
+        dropped_all_rewards_tied=1, dropped_fewer_than_two_rewards=1, dropped_margin_below_min=1,
+        candidates_without_reward=2,
     )
 
 
