@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Iterative DPO with multiturn-aware rewards:
-#   contexts -> generate -> simulate -> annotate -> pairs -> DPO, N iterations.
+#   contexts -> generate -> simulate -> annotate -> pairs -> train (DPO, KTO, CPO, SimPO
+#   or ORPO), N iterations; full-conversation evaluation before and after each; a report.
 # Usage: bash run_loop.sh [CONFIG.yaml] [--loop_key value ...]
 #   e.g. bash run_loop.sh configs/demo.yaml --num_iterations 1 --run_dir data/runs/try
 # Sets itself up (setup.sh) when needed. Stages whose output is complete and
@@ -44,6 +45,7 @@ trap 'exit 143' TERM
 
 SIM_ARGS=()
 JUDGE_ARGS=()
+ASSISTANT_ARGS=()
 if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
   PORT="$LOOP_SIMULATOR_PORT"
   if "$PY" -c "from collabloop.server import is_healthy; import sys; sys.exit(0 if is_healthy($PORT) else 1)"; then
@@ -68,33 +70,70 @@ if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
   API_BASE="http://127.0.0.1:$PORT/v1"
   SIM_ARGS=(--simulator_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --simulator_api_base "$API_BASE")
   JUDGE_ARGS=(--judge_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --judge_api_base "$API_BASE")
+  ASSISTANT_ARGS=(--assistant_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --assistant_api_base "$API_BASE")
+fi
+
+evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tasks
+  [ -n "$LOOP_EVAL_TASKS" ] || return 0
+  "$PY" simulate/evaluate.py --config "$CONFIG" --model "$1" --iteration "$2" --tasks_path "$LOOP_EVAL_TASKS" \
+    --contexts_path "$RUN_DIR/eval_contexts.jsonl" --output_dir "$RUN_DIR/iter_$2/eval" \
+    --tokenizer "$LOOP_INITIAL_MODEL" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}"
+}
+
+if [ -n "$LOOP_EVAL_TASKS" ]; then
+  echo "=== evaluation of the initial model ==="
+  # The same openings for every model, so iterations are compared on equal terms.
+  "$PY" simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_EVAL_TASKS" --iteration 0 \
+    --output_path "$RUN_DIR/eval_contexts.jsonl" --llm_cache_path "$CACHE" --continue_from "" "${SIM_ARGS[@]}"
+  evaluate "$LOOP_INITIAL_MODEL" 0
 fi
 
 POLICY="$LOOP_INITIAL_MODEL"
 for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
   ITER="$RUN_DIR/iter_$i"
   mkdir -p "$ITER"
-  echo "=== iteration $i/$LOOP_NUM_ITERATIONS: policy $POLICY ==="
+  echo "=== iteration $i/$LOOP_NUM_ITERATIONS: policy $POLICY, $LOOP_ALGORITHM ==="
   CONTINUE=()
-  if [ "$i" -gt 1 ] && [ "$LOOP_CONTINUE_CONVERSATIONS" = True ]; then
+  if [ "$i" -gt 1 ] && [ "$LOOP_CONTINUE_CONVERSATIONS" = True ] && [ "$LOOP_ALGORITHM" != grpo ]; then
     CONTINUE=(--continue_from "$RUN_DIR/iter_$((i - 1))/rewards.jsonl")
   fi
   "$PY" simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_TRAIN_TASKS" --iteration "$i" \
     --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}"
+  if [ "$LOOP_ALGORITHM" = grpo ]; then
+    # Online: the trainer samples replies itself and rewards each by simulated futures and the metrics.
+    "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" \
+      dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl" \
+      --tasks_path "$LOOP_TRAIN_TASKS" --model_name_or_path "$POLICY" --output_dir "$ITER/model" \
+      --tokenizer "$POLICY" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" "${ASSISTANT_ARGS[@]}"
+    POLICY="$ITER/model"
+    evaluate "$POLICY" "$i"
+    "$PY" -m collabloop.loop summary --iter_dir "$ITER"
+    continue
+  fi
   "$PY" generation/generate.py --config "$CONFIG" --model "$POLICY" \
     --contexts_path "$ITER/contexts.jsonl" --output_path "$ITER/generations.jsonl"
-  "$PY" simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
-    --generations_path "$ITER/generations.jsonl" --output_path "$ITER/simulations.jsonl" \
-    --llm_cache_path "$CACHE" "${SIM_ARGS[@]}"
+  if [ "$LOOP_USE_SIMULATION" = True ]; then
+    "$PY" simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
+      --generations_path "$ITER/generations.jsonl" --output_path "$ITER/simulations.jsonl" \
+      --llm_cache_path "$CACHE" "${SIM_ARGS[@]}"
+    SCORED=(--simulations_path "$ITER/simulations.jsonl")
+  else
+    SCORED=(--simulations_path "$ITER/generations.jsonl" --without_futures true)
+  fi
   "$PY" annotate_data/annotate.py --config "$CONFIG" --tokenizer "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
-    --simulations_path "$ITER/simulations.jsonl" --output_path "$ITER/rewards.jsonl" \
-    --llm_cache_path "$CACHE" "${JUDGE_ARGS[@]}"
+    "${SCORED[@]}" --output_path "$ITER/rewards.jsonl" --llm_cache_path "$CACHE" "${JUDGE_ARGS[@]}"
   "$PY" dpo_iteration/pairs.py --config "$CONFIG" \
     --rewards_path "$ITER/rewards.jsonl" --output_path "$ITER/pairs.jsonl"
+  REF="$LOOP_INITIAL_MODEL"
+  [ "$LOOP_REFERENCE" = previous ] && REF="$POLICY"
   "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" \
-    dpo_iteration/run_dpo.py --config "$CONFIG" --pairs_path "$ITER/pairs.jsonl" \
-    --model_name_or_path "$POLICY" --ref_model "$LOOP_INITIAL_MODEL" --output_dir "$ITER/model"
-  "$PY" -m collabloop.loop summary --iter_dir "$ITER"
+    dpo_iteration/train_preference.py --algorithm "$LOOP_ALGORITHM" --config "$CONFIG" \
+    --pairs_path "$ITER/pairs.jsonl" --rewards_path "$ITER/rewards.jsonl" \
+    --model_name_or_path "$POLICY" --ref_model "$REF" --output_dir "$ITER/model"
   POLICY="$ITER/model"
+  evaluate "$POLICY" "$i"
+  "$PY" -m collabloop.loop summary --iter_dir "$ITER"
 done
+stop_server
+"$PY" -m collabloop.report --run_dir "$RUN_DIR"
 echo "done: $LOOP_NUM_ITERATIONS iterations in $RUN_DIR; final model: $POLICY"

@@ -17,16 +17,32 @@ from pathlib import Path
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.stage_configs import SECTIONS, LoopConfig
 
-DPO_SECTION = "dpo"
 STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
+
+
+def trainer_sections() -> dict[str, tuple[type, ...]]:
+    """Section name -> (our arguments, the TRL config class) of every trainer."""
+    from trl import GRPOConfig, RewardConfig, SFTConfig
+
+    from collabloop.stage_configs import GRPOArgs, PreferenceArgs, RewardModelArgs, SFTArgs
+    from collabloop.training import ALGORITHMS
+
+    sections = {name: (PreferenceArgs, spec.load("config_class")) for name, spec in ALGORITHMS.items()}
+    sections["sft"] = (SFTArgs, SFTConfig)
+    sections["reward"] = (RewardModelArgs, RewardConfig)
+    sections["grpo"] = (GRPOArgs, GRPOConfig)
+    return sections
 
 
 def check_run_config(path: str) -> None:
     """Parse every section with its config class, so a typo fails before any stage runs."""
+    from dataclasses import fields
+
     data = yaml_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected sections (loop:, generate:, ...) at the top level")
-    known = set(SECTIONS) | {DPO_SECTION}
+    trainers = trainer_sections()
+    known = set(SECTIONS) | set(trainers)
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown section '{key}'; sections are {sorted(known)}")
@@ -34,18 +50,17 @@ def check_run_config(path: str) -> None:
             raise ConfigError(f"{path}: section '{key}' must be a mapping of settings")
     for section, classes in SECTIONS.items():
         parse_config(classes, section, ["--config", path])
-    if DPO_SECTION in data:
-        from trl import DPOConfig
-
-        from collabloop.stage_configs import DPOScriptArgs
-
-        dpo_keys = set(data[DPO_SECTION])
-        from dataclasses import fields
-
-        valid = {f.name for cls in (DPOScriptArgs, DPOConfig) for f in fields(cls)}
-        unknown = sorted(dpo_keys - valid)
-        if unknown:
-            raise ConfigError(f"{path}, section 'dpo': unknown keys {unknown} (not in DPOConfig or the script's arguments)")
+    # Trainer configs are TRL's; building one checks the machine (devices, backends), so only their keys are
+    # checked here and the trainer builds it.
+    for section, classes in trainers.items():
+        if section in data:
+            valid = {f.name for cls in classes for f in fields(cls)}
+            unknown = sorted(set(data[section]) - valid)
+            if unknown:
+                raise ConfigError(
+                    f"{path}, section '{section}': unknown keys {unknown} (not in {classes[1].__name__} "
+                    "or the script's arguments)"
+                )
 
 
 def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
@@ -120,7 +135,7 @@ def summarize_iteration(iter_dir: str | Path) -> dict:
     train_metrics_path = iter_dir / "model" / "train_metrics.json"
     if train_metrics_path.exists():
         tm = json.loads(train_metrics_path.read_text())
-        out["dpo"] = {k: v for k, v in tm.items() if k != "log_history"}
+        out["train"] = {k: v for k, v in tm.items() if k != "log_history"}
     return out
 
 
@@ -137,16 +152,16 @@ def format_summary(s: dict) -> str:
         p = s["pairs"]
         dropped = {k: v for k, v in p.items() if k.startswith("dropped")}
         lines.append(f"  pairs built: {p.get('records_out', 0)} of {p.get('records_in', 0)} records; dropped: {dropped or 'none'}")
-    if "dpo" in s:
-        d = s["dpo"]
+    if "train" in s:
+        d = s["train"]
         if d.get("skipped"):
-            lines.append(f"  DPO: skipped ({d['skipped']})")
+            lines.append(f"  training: skipped ({d['skipped']})")
         else:
-            lines.append(
-                f"  DPO: {d.get('steps')} steps, loss {d.get('first_loss', float('nan')):.4f} -> {d.get('last_loss', float('nan')):.4f}, "
-                f"reward accuracy {d.get('mean_rewards/accuracies', float('nan')):.3f} (mean), "
-                f"{d.get('last_rewards/accuracies', float('nan')):.3f} (last step)"
-            )
+            line = f"  training: {d.get('steps')} steps, loss {d.get('first_loss', float('nan')):.4f} -> {d.get('last_loss', float('nan')):.4f}"
+            if "mean_rewards/accuracies" in d:
+                line += (f", reward accuracy {d['mean_rewards/accuracies']:.3f} (mean), "
+                         f"{d['last_rewards/accuracies']:.3f} (last step)")
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ every section before anything runs.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from collabloop.config import ConfigError
+from collabloop.training import LoraArgs
 
 
 def _help(text: str, **kw):
@@ -263,25 +266,141 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
 class PairsConfig:
     """Pairs: chosen/rejected from the scored candidates."""
 
+    # Online-RLHF's choose_type names; dpo_iteration/pairing.py picks the pair (not a field: no annotation).
+    STRATEGIES = ("max_min", "max_random", "max_max", "random")
+
     rewards_path: str = _help("Scored candidates (JSONL).", default="rewards.jsonl")
     output_path: str = _help("Where to write the pairs (JSONL, TRL conversational format).", default="pairs.jsonl")
-    strategy: str = _help("'max_min': the best candidate against the worst.", default="max_min")
+    strategy: str = _help(
+        "Which two scored candidates make the pair: 'max_min' the best against the worst; 'max_random' the best "
+        "against one of the others drawn at random; 'max_max' the best against the second best (the hardest "
+        "pair); 'random' two drawn at random, the higher reward chosen. Null rewards are left out first; among "
+        "equal rewards the first candidate by index is taken; a pair of equal rewards is dropped, never redrawn.",
+        default="max_min",
+    )
+    seed: int = _help(
+        "Seed of the draws of 'max_random' and 'random'. A record's draw depends only on (seed, record id), so "
+        "reruns, resumed runs and any record order give the same pairs.",
+        default=0,
+    )
     min_margin: float = _help("Drop pairs whose reward gap is below this (ties always drop).", default=0.0)
 
     def __post_init__(self):
-        if self.strategy != "max_min":
-            raise ConfigError(f"strategy must be 'max_min', got {self.strategy!r}")
+        if self.strategy not in self.STRATEGIES:
+            raise ConfigError(f"strategy must be one of {list(self.STRATEGIES)}, got {self.strategy!r}")
         if self.min_margin < 0:
             raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
 
 
 @dataclass
-class DPOScriptArgs:
-    """The DPO stage's own arguments; TRL's DPOConfig fields sit beside them in the same section."""
+class PreferenceArgs(LoraArgs):
+    """The preference stage's own arguments; the TRL config's fields sit beside them in the same section."""
 
     pairs_path: str = _help("Preference pairs (JSONL).", default="pairs.jsonl")
+    rewards_path: str = _help("Scored candidates (JSONL); KTO reads them when kto_source is 'rewards'.", default="")
     model_name_or_path: str = _help("Model to train (the previous iteration's).", default="models/SmolLM2-135M-Instruct")
-    ref_model: str = _help("Reference model; empty: the model being trained. The loop passes the initial model.", default="")
+    ref_model: str = _help(
+        "Reference model of DPO/KTO; empty: the model being trained. The loop passes the initial model "
+        "(loop.reference: previous passes the previous iteration's).",
+        default="",
+    )
+    rpo_alpha: float | None = _help(
+        "DPO only: add rpo_alpha x the SFT loss on chosen replies (ms-swift's name). Becomes TRL's "
+        "loss_type [..., sft] with loss_weights [1, ..., rpo_alpha]; null: off.",
+        default=None,
+    )
+    kto_source: str = _help(
+        "KTO only: 'pairs' (chosen desirable, rejected undesirable) or 'rewards' (every scored candidate: above "
+        "its context's mean reward desirable, below undesirable, equal dropped).",
+        default="pairs",
+    )
+
+    def __post_init__(self):
+        self._check_lora()
+        if self.kto_source not in ("pairs", "rewards"):
+            raise ConfigError(f"kto_source must be 'pairs' or 'rewards', got {self.kto_source!r}")
+        if self.rpo_alpha is not None and (not math.isfinite(self.rpo_alpha) or self.rpo_alpha < 0):
+            raise ConfigError(f"rpo_alpha must be >= 0 or null, got {self.rpo_alpha}")
+
+
+@dataclass
+class SFTArgs(LoraArgs):
+    """The SFT stage's own arguments; TRL's SFTConfig fields sit beside them in the `sft:` section."""
+
+    sft_path: str = _help("Conversations to imitate (JSONL of {id, messages}, ending with an assistant turn).", default="sft.jsonl")
+    model_name_or_path: str = _help("Model to fine-tune.", default="models/SmolLM2-135M-Instruct")
+
+    def __post_init__(self):
+        self._check_lora()
+
+
+@dataclass
+class SFTDataConfig:
+    """The SFT recipe: the best-scored conversations of a run become SFT examples."""
+
+    rewards_paths: list[str] = _help("Scored candidates (JSONL), e.g. every iteration's rewards.jsonl of a run.", default_factory=list)
+    output_path: str = _help("Where to write the SFT examples (JSONL).", default="sft.jsonl")
+    min_reward: float | None = _help("Keep a context's best candidate only when its reward is at least this; null: always.", default=None)
+    include_future: bool = _help(
+        "Also keep the best candidate's first simulated future, cut after its last assistant turn (a multi-turn "
+        "example); false: the context and the best candidate only.",
+        default=False,
+    )
+
+    def __post_init__(self):
+        if not self.rewards_paths:
+            raise ConfigError("rewards_paths is empty; name at least one rewards.jsonl")
+
+
+@dataclass
+class RewardModelArgs(LoraArgs):
+    """The reward-model stage's own arguments; TRL's RewardConfig fields sit beside them in the `reward:` section."""
+
+    pairs_path: str = _help("Preference pairs (JSONL) to learn from.", default="pairs.jsonl")
+    model_name_or_path: str = _help("Model to start from; a one-label score head is added.", default="models/SmolLM2-135M-Instruct")
+    use_margin: bool = _help(
+        "Train with each pair's reward gap as the margin: loss -log sigmoid(r_chosen - r_rejected - margin).",
+        default=False,
+    )
+
+    def __post_init__(self):
+        self._check_lora()
+
+
+@dataclass
+class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
+    """Online GRPO: each sampled reply is rewarded by simulated futures and the metrics (the `grpo:` section
+    also takes any field of TRL's GRPOConfig: num_generations, max_completion_length, beta, ...)."""
+
+    contexts_path: str = _help("Contexts whose prompts the policy answers (JSONL).", default="contexts.jsonl")
+    tasks_path: str = _help("Task set holding each context's hidden goal and reference (JSONL).", default="data/tasks/math_demo_train.jsonl")
+    model_name_or_path: str = _help("Model to train (the previous iteration's).", default="models/SmolLM2-135M-Instruct")
+    metric_weights: dict[str, float] = _help(
+        "Metric name -> weight in the multiturn-aware reward of a sampled reply.",
+        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
+    )
+    term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
+    num_futures: int = _help("S: simulated futures per sampled reply.", default=1)
+    window_turns: int = _help("w: user/assistant exchanges simulated after the reply (0: score the reply alone).", default=1)
+    assistant_model: str = _help(
+        "litellm model that plays the assistant in the futures (the trained policy is not served while it "
+        "trains; CollabLLM's verl recipe makes the same substitution).",
+        default="hosted_vllm/simulator",
+    )
+    assistant_api_base: str | None = _help("Base URL of the assistant model's server; null for API models.", default="http://127.0.0.1:8000/v1")
+    assistant_max_tokens: int = _help("Most tokens in one simulated assistant turn.", default=128)
+
+    def __post_init__(self):
+        self._check_lora()
+        self._check_remote()
+        self._check_simulator()
+        if not self.metric_weights:
+            raise ConfigError("metric_weights is empty; name at least one metric")
+        self._check_judge(self.metric_weights)
+        if self.num_futures < 1:
+            raise ConfigError(f"num_futures must be >= 1, got {self.num_futures}")
+        if self.window_turns < 0:
+            raise ConfigError(f"window_turns must be >= 0, got {self.window_turns}")
 
 
 @dataclass
@@ -302,12 +421,39 @@ class LoopConfig:
         "From iteration 2 on, contexts also continue the previous iteration's conversations (multi-turn data).",
         default=True,
     )
+    algorithm: str = _help(
+        "Training algorithm: dpo, kto, cpo, simpo or orpo (on the iteration's pairs), or grpo (online: no "
+        "candidates or pairs; each sampled reply is rewarded by simulated futures). Settings in the section of "
+        "that name.",
+        default="dpo",
+    )
+    reference: str = _help(
+        "Reference model of DPO/KTO: 'initial' (the initial model in every iteration, as Online-RLHF's authors "
+        "recommend) or 'previous' (the previous iteration's model).",
+        default="initial",
+    )
+    use_simulation: bool = _help(
+        "Simulate futures and score them (CollabLLM's multiturn-aware reward); false: score each candidate alone "
+        "(Online-RLHF: annotate with a reward model, metric rm_score).",
+        default=True,
+    )
+    eval_tasks: str = _help(
+        "Held-out tasks to evaluate the initial model and every iteration's model on in full conversations "
+        "(settings in the evaluate section); empty: no evaluation.",
+        default="",
+    )
     accelerate_config: str = _help("accelerate config for training.", default="configs/zero2.yaml")
     num_processes: int = _help("Training processes; 0: one per GPU, or 2 on a CPU-only machine.", default=0)
 
     def __post_init__(self):
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        from collabloop.training import ALGORITHMS
+
+        if self.algorithm not in [*ALGORITHMS, "grpo"]:
+            raise ConfigError(f"algorithm must be one of {sorted([*ALGORITHMS, 'grpo'])}, got {self.algorithm!r}")
+        if self.reference not in ("initial", "previous"):
+            raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
         if self.num_processes < 0:
             raise ConfigError(f"num_processes must be >= 0, got {self.num_processes}")
 

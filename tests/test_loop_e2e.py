@@ -46,6 +46,24 @@ def test_run_loop_tiny(model_dir, tmp_path):
     train = json.loads((it / "model" / "train_metrics.json").read_text())
     assert train["steps"] >= 1 and "last_loss" in train
 
+    # Evaluation of the initial model (iteration 0) and the trained one, on the same held-out openings.
+    for i in (0, 1):
+        summary = json.loads((run_dir / f"iter_{i}" / "eval" / "summary.json").read_text())
+        assert summary["iteration"] == i and summary["num_conversations"] == 4
+        assert set(summary["metrics"]) == {"accuracy", "interactivity", "token_amount", "turns"}
+    # The report is built and its path printed last.
+    report_path = run_dir / "report" / "report.md"
+    assert str(report_path) in result.stdout.splitlines()[-2]
+    report = report_path.read_text()
+    assert "| metric | iter 0 | iter 1 |" in report
+
+    # Every file the run wrote can be inspected, and a record shown as a conversation.
+    from collabloop.inspect_run import main as inspect_main
+
+    for path in [*sorted(it.glob("*.jsonl")), run_dir / "iter_1" / "eval" / "conversations.jsonl", it / "model"]:
+        assert inspect_main([str(path)]) == 0, path
+    assert inspect_main([str(it / "rewards.jsonl"), "--record", "0"]) == 0
+
     # The trained weights differ from the initial ones.
     from safetensors.torch import load_file
 
@@ -60,5 +78,5 @@ def test_run_loop_tiny(model_dir, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert again.returncode == 0, again.stderr[-4000:]
-    for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo"):
+    for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]

@@ -1,0 +1,181 @@
+"""What every trainer stage shares: machine defaults, LoRA, and publishing a finished model.
+
+A trainer writes into `<output_dir>.partial/` and renames it to `<output_dir>`
+when done, with `<output_dir>.meta.json` beside it (written last); a killed
+run leaves no half model where the next iteration looks for one. With LoRA
+the adapter is kept in `<output_dir>/adapter/` and the merged weights are the
+model, so vLLM loads the next iteration's policy as a plain checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collabloop.config import ConfigError
+from collabloop.jsonl import write_json
+
+logger = logging.getLogger(__name__)
+
+# Logged by TRL's trainers (those present); kept in train_metrics.json for summaries and reports.
+SUMMARY_KEYS = (
+    "loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "accuracy", "margin",
+    "reward", "kl",
+)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def machine_defaults() -> dict:
+    """Trainer-config values for this machine, applied below the YAML and the command line."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them.
+    # TRL defaults to bf16, which transformers allows on CPU only with use_cpu.
+    return {"ddp_backend": "gloo", "use_cpu": True}
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class LoraArgs:
+    """LoRA (PEFT) for any trainer: off by default (full fine-tuning suits small models)."""
+
+    use_peft: bool = _help("Train LoRA adapters instead of all weights (as CollabLLM trains its 8B model).", default=False)
+    lora_r: int = _help("LoRA rank.", default=16)
+    lora_alpha: int = _help("LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
+    lora_target_modules: list[str] = _help(
+        "Modules that get adapters; ['all-linear'] targets every linear layer but the output head.",
+        default_factory=lambda: ["all-linear"],
+    )
+
+    def _check_lora(self) -> None:
+        if self.lora_r < 1:
+            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type=task_type,
+            target_modules=targets[0] if targets == ["all-linear"] else targets,
+        )
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    config_class: str  # "module:Class"
+    trainer_class: str
+    uses_reference: bool
+    defaults: dict = field(default_factory=dict)
+    note: str = ""
+
+    def load(self, which: str):
+        import importlib
+        import os
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # CPO/ORPO live in trl.experimental
+        module, name = getattr(self, which).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "dpo": Algorithm("trl:DPOConfig", "trl:DPOTrainer", True),
+    "kto": Algorithm("trl:KTOConfig", "trl:KTOTrainer", True),
+    "cpo": Algorithm("trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", False,
+                     {"simpo_gamma": 1.0}, "ms-swift's simpo_gamma 1.0 (TRL: 0.5; used only by loss_type simpo)"),
+    # TRL has no SimPO trainer: SimPO is CPO with loss_type simpo. ms-swift: beta 2.0, simpo_gamma 1.0,
+    # cpo_alpha 1.0 (CPO-SimPO); cpo_alpha 0 gives the paper's pure SimPO.
+    "simpo": Algorithm("trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", False,
+                       {"loss_type": "simpo", "beta": 2.0, "simpo_gamma": 1.0, "cpo_alpha": 1.0},
+                       "ms-swift's beta 2.0, simpo_gamma 1.0, cpo_alpha 1.0 (TRL: 0.1, 0.5, 1.0)"),
+    "orpo": Algorithm("trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", False),
+}
+
+
+def summarize(log_history: list[dict]) -> dict:
+    """First, last and mean of the logged training values; the number of logged steps."""
+    train_logs = [e for e in log_history if "loss" in e]
+    out: dict = {"steps": len(train_logs)}
+    for key in SUMMARY_KEYS:
+        values = [e[key] for e in train_logs if key in e]
+        if values:
+            out[f"first_{key}"] = values[0]
+            out[f"last_{key}"] = values[-1]
+            out[f"mean_{key}"] = sum(values) / len(values)
+    final = [e for e in log_history if "train_loss" in e]
+    if final:
+        out["train_loss"] = final[-1]["train_loss"]
+    return out
+
+
+def save_trained(trainer, tokenizer, partial_dir: Path, lora: LoraArgs | None) -> dict:
+    """Save the trained model (merged, with its adapter beside it, under LoRA) and its training metrics.
+
+    Every rank calls this (saving under DeepSpeed gathers from all ranks);
+    only the main process writes files.
+    """
+    metrics = summarize(trainer.state.log_history)
+    if lora is not None and lora.use_peft:
+        trainer.save_model(str(partial_dir / "adapter"))
+        trainer.accelerator.wait_for_everyone()
+        if is_main_process():
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(str(partial_dir))
+    else:
+        trainer.save_model(str(partial_dir))
+    trainer.accelerator.wait_for_everyone()
+    if is_main_process():
+        tokenizer.save_pretrained(partial_dir)
+        write_json(partial_dir / "train_metrics.json", {**metrics, "log_history": trainer.state.log_history})
+        for leftover in partial_dir.glob("checkpoint-*"):
+            shutil.rmtree(leftover)
+    return metrics
+
+
+def publish(partial_dir: Path, output_dir: Path, stage) -> None:
+    """Move the finished model into place, then mark the stage complete (main process only)."""
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    partial_dir.rename(output_dir)
+    write_json(stage.meta_path, stage._meta("complete"))
+
+
+def copy_unchanged(model_path: str, partial_dir: Path, output_dir: Path, stage, reason: str) -> dict:
+    """Nothing to learn from: the next iteration starts from the same weights, and says why."""
+    logger.warning("%s: the model is copied unchanged", reason)
+    metrics = {"steps": 0, "skipped": reason}
+    if is_main_process():
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        shutil.copytree(model_path, partial_dir)
+        write_json(partial_dir / "train_metrics.json", metrics)
+        publish(partial_dir, output_dir, stage)
+    return metrics
+
+
+def read_train_metrics(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / "train_metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def describe_accelerator(trainer, counts) -> None:
+    accelerator = trainer.accelerator
+    counts["world_size"] = accelerator.num_processes
+    plugin = accelerator.state.deepspeed_plugin
+    counts["deepspeed_zero_stage"] = plugin.zero_stage if plugin is not None else "off"

@@ -1,0 +1,117 @@
+"""The preference-optimization family on our pair files: DPO, KTO, CPO, SimPO, ORPO (TRL trainers).
+
+One algorithm is picked by name; its YAML section has the same name and holds
+any field of the TRL config class it uses, beside our `PreferenceArgs`.
+Values come from: TRL's defaults < this machine < ms-swift's documented
+defaults for the algorithm (`ALGORITHMS[...].defaults`) < YAML < command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from collabloop.config import ConfigError
+from collabloop.jsonl import read_records, write_records
+from collabloop.records import Pair, Rewarded
+from collabloop.stage import StageRun
+from collabloop.stage_configs import PreferenceArgs
+from collabloop.training import ALGORITHMS, copy_unchanged, describe_accelerator, is_main_process, publish, save_trained
+
+logger = logging.getLogger(__name__)
+
+
+def apply_rpo_alpha(algorithm: str, args: PreferenceArgs, trl_args) -> None:
+    """Translate ms-swift's rpo_alpha into TRL's loss list, refusing settings that contradict it."""
+    if args.rpo_alpha is None:
+        return
+    if algorithm != "dpo":
+        raise ConfigError(f"rpo_alpha applies to DPO only; algorithm is {algorithm!r}")
+    loss_types = list(trl_args.loss_type)
+    if "sft" in loss_types:
+        raise ConfigError("set either rpo_alpha or an 'sft' entry in loss_type with loss_weights, not both")
+    if trl_args.loss_weights is not None:
+        raise ConfigError("rpo_alpha sets loss_weights itself; remove loss_weights or use loss_type/loss_weights alone")
+    trl_args.loss_type = [*loss_types, "sft"]
+    trl_args.loss_weights = [1.0] * len(loss_types) + [args.rpo_alpha]
+
+
+def kto_rows(args: PreferenceArgs, counts: Counter) -> list[dict]:
+    """Unpaired (prompt, completion, label) rows for KTO, in file order."""
+    rows = []
+    if args.kto_source == "pairs":
+        for pair in read_records(args.pairs_path, Pair):
+            rows.append({"prompt": pair.prompt, "completion": pair.chosen, "label": True})
+            rows.append({"prompt": pair.prompt, "completion": pair.rejected, "label": False})
+        return rows
+    if not args.rewards_path:
+        raise ConfigError("kto_source 'rewards' needs rewards_path (the iteration's rewards.jsonl)")
+    for record in read_records(args.rewards_path, Rewarded):
+        scored = [(r, text) for r, text in zip(record.rewards, record.responses) if r is not None]
+        counts["kto_candidates_without_reward"] += len(record.responses) - len(scored)
+        if len(scored) < 2:
+            counts["kto_dropped_too_few_scored"] += len(scored)
+            continue
+        mean = sum(r for r, _ in scored) / len(scored)
+        for reward, text in scored:
+            if reward == mean:
+                counts["kto_dropped_at_mean"] += 1
+                continue
+            rows.append({"prompt": record.prompt, "completion": [{"role": "assistant", "content": text}],
+                         "label": reward > mean})
+    return rows
+
+
+def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
+    spec = ALGORITHMS[algorithm]
+    output_dir = Path(trl_args.output_dir)
+    inputs = {"pairs": args.pairs_path, "model": args.model_name_or_path}
+    if algorithm == "kto" and args.kto_source == "rewards":
+        inputs = {"rewards": args.rewards_path, "model": args.model_name_or_path}
+    if spec.uses_reference and args.ref_model:
+        inputs["ref_model"] = args.ref_model
+    apply_rpo_alpha(algorithm, args, trl_args)  # first, so the saved config shows the losses really used
+    stage = StageRun(algorithm, output_dir, Pair, (args, trl_args), inputs)
+    if stage.up_to_date():
+        return None
+    partial_dir = output_dir.with_name(output_dir.name + ".partial")
+
+    from datasets import load_dataset
+
+    if algorithm == "kto":
+        rows = kto_rows(args, stage.counts)
+        data_path = output_dir.with_name(output_dir.name + ".kto.jsonl")
+        # Every rank writes the same rows atomically; the dataset must be file-backed for multi-process runs.
+        write_records(data_path, rows)
+        stage.counts["kto_desirable"] = sum(r["label"] for r in rows)
+        stage.counts["kto_undesirable"] = sum(not r["label"] for r in rows)
+        num_examples, columns = len(rows), ["prompt", "completion", "label"]
+    else:
+        data_path = Path(args.pairs_path)
+        num_examples, columns = len(read_records(args.pairs_path, Pair)), ["prompt", "chosen", "rejected"]
+        stage.counts["pairs_in"] = num_examples
+    if num_examples == 0:
+        metrics = copy_unchanged(args.model_name_or_path, partial_dir, output_dir, stage, f"no examples in {data_path}")
+        return {"counts": dict(stage.counts), "metrics": metrics}
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trl_args.output_dir = str(partial_dir)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+    extra = {}
+    if spec.uses_reference and args.ref_model:
+        extra["ref_model"] = AutoModelForCausalLM.from_pretrained(args.ref_model)
+    dataset = load_dataset("json", data_files=str(data_path), split="train").select_columns(columns)
+    trainer = spec.load("trainer_class")(
+        model=model, args=trl_args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=args.peft_config(), **extra,
+    )
+    describe_accelerator(trainer, stage.counts)
+    trainer.train()
+    metrics = save_trained(trainer, tokenizer, partial_dir, args)
+    if is_main_process():
+        publish(partial_dir, output_dir, stage)
+    stage.counts["train_steps"] = metrics.get("steps", 0)
+    return {"counts": dict(stage.counts), "metrics": metrics}

@@ -1,0 +1,56 @@
+"""Reward-model training on pairs with TRL's RewardTrainer; saved as a one-label sequence classifier.
+
+The model it writes is what `annotate.reward_model` (metric rm_score) reads:
+the Online-RLHF recipe scores candidates with it instead of simulating futures.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from collabloop.jsonl import read_records
+from collabloop.records import Pair
+from collabloop.stage import StageRun
+from collabloop.stage_configs import RewardModelArgs
+from collabloop.training import describe_accelerator, is_main_process, publish, save_trained
+
+logger = logging.getLogger(__name__)
+
+
+def run(args: RewardModelArgs, reward_args) -> dict | None:
+    output_dir = Path(reward_args.output_dir)
+    stage = StageRun("reward", output_dir, Pair, (args, reward_args),
+                     {"pairs": args.pairs_path, "model": args.model_name_or_path})
+    if stage.up_to_date():
+        return None
+    pairs = read_records(args.pairs_path, Pair)
+    stage.counts["pairs_in"] = len(pairs)
+    if not pairs:
+        raise ValueError(f"{args.pairs_path} holds no pairs: a reward model cannot be trained from nothing")
+
+    from datasets import load_dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardTrainer
+
+    partial_dir = output_dir.with_name(output_dir.name + ".partial")
+    reward_args.output_dir = str(partial_dir)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    columns = ["prompt", "chosen", "rejected"] + (["margin"] if args.use_margin else [])
+    dataset = load_dataset("json", data_files=args.pairs_path, split="train").select_columns(columns)
+    peft_config = args.peft_config(task_type="SEQ_CLS")
+    if peft_config is not None:
+        peft_config.modules_to_save = ["score"]  # the new head must train (and be merged) with the adapters
+    trainer = RewardTrainer(model=model, args=reward_args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config)
+    describe_accelerator(trainer, stage.counts)
+    trainer.train()
+    metrics = save_trained(trainer, tokenizer, partial_dir, args)
+    if is_main_process():
+        publish(partial_dir, output_dir, stage)
+    stage.counts["train_steps"] = metrics.get("steps", 0)
+    return {"counts": dict(stage.counts), "metrics": metrics}

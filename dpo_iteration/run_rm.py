@@ -1,0 +1,36 @@
+"""Train a reward model on preference pairs (TRL RewardTrainer), for Online-RLHF-style annotation.
+
+    accelerate launch --config_file configs/zero2.yaml --num_processes 2 \
+        dpo_iteration/run_rm.py --config configs/online_rlhf.yaml \
+        --pairs_path data/runs/demo/iter_1/pairs.jsonl \
+        --model_name_or_path models/SmolLM2-135M-Instruct --output_dir data/runs/rm/model
+
+The `reward:` section takes any field of TRL's RewardConfig (learning_rate,
+center_rewards_coefficient, ...) beside this script's arguments (use_margin, LoRA).
+"""
+
+from trl import RewardConfig
+
+from collabloop.cli import run_main, setup_logging
+from collabloop.config import parse_config
+from collabloop.stage import format_counts
+from collabloop.stage_configs import RewardModelArgs
+from collabloop.training import machine_defaults
+from dpo_iteration.reward_training import run
+
+
+def main(argv=None):
+    args, reward_args = parse_config(
+        (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=machine_defaults()
+    )
+    setup_logging()
+    result = run(args, reward_args)
+    if result is None:
+        print(f"[reward] {reward_args.output_dir} is up to date; nothing to do")
+    elif reward_args.process_index == 0:
+        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+        print(format_counts("reward", {**result["counts"], **metrics}))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,34 @@
+"""Online GRPO whose reward runs the user simulator and the metrics on each sampled reply.
+
+    accelerate launch --config_file configs/zero2.yaml --num_processes 2 \
+        dpo_iteration/train_grpo.py --config configs/grpo.yaml \
+        --contexts_path data/runs/grpo/iter_1/contexts.jsonl \
+        --model_name_or_path models/SmolLM2-135M-Instruct --output_dir data/runs/grpo/iter_1/model
+
+The `grpo:` section takes any field of TRL's GRPOConfig beside this script's
+arguments (metric_weights, num_futures, window_turns, the simulator and judge).
+"""
+
+from trl import GRPOConfig
+
+from collabloop.cli import run_main, setup_logging
+from collabloop.config import parse_config
+from collabloop.stage import format_counts
+from collabloop.stage_configs import GRPOArgs
+from collabloop.training import machine_defaults
+from dpo_iteration.grpo import run
+
+
+def main(argv=None):
+    args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=machine_defaults())
+    setup_logging()
+    result = run(args, grpo_args)
+    if result is None:
+        print(f"[grpo] {grpo_args.output_dir} is up to date; nothing to do")
+    elif grpo_args.process_index == 0:
+        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+        print(format_counts("grpo", {**result["counts"], **metrics}))
+
+
+if __name__ == "__main__":
+    run_main(main)

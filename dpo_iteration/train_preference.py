@@ -1,0 +1,62 @@
+"""Preference optimization on chosen/rejected pairs with TRL, under accelerate and DeepSpeed ZeRO-2.
+
+    accelerate launch --config_file configs/zero2.yaml --num_processes 2 \
+        dpo_iteration/train_preference.py --algorithm dpo --config configs/demo.yaml \
+        --pairs_path data/runs/demo/iter_1/pairs.jsonl \
+        --model_name_or_path models/SmolLM2-135M-Instruct \
+        --ref_model models/SmolLM2-135M-Instruct \
+        --output_dir data/runs/demo/iter_1/model
+
+--algorithm is one of dpo, kto, cpo, simpo, orpo (default dpo). The YAML
+section named after it holds any field of the TRL config class it uses
+(DPOConfig, KTOConfig, CPOConfig for cpo and simpo, ORPOConfig) beside this
+script's own arguments; every key is also a flag here.
+"""
+
+import sys
+
+from collabloop.cli import run_main, setup_logging
+from collabloop.config import ConfigError, parse_config
+from collabloop.stage import format_counts
+from collabloop.training import machine_defaults
+from collabloop.stage_configs import PreferenceArgs
+from collabloop.training import ALGORITHMS
+from dpo_iteration.preference import run
+
+
+def split_algorithm(argv: list[str]) -> tuple[str, list[str]]:
+    """`--algorithm NAME` picks the config class and section, so it is read before everything else."""
+    argv = list(argv)
+    algorithm = "dpo"
+    for i, arg in enumerate(argv):
+        if arg == "--algorithm" and i + 1 < len(argv):
+            algorithm = argv[i + 1]
+            del argv[i : i + 2]
+            break
+        if arg.startswith("--algorithm="):
+            algorithm = arg.split("=", 1)[1]
+            del argv[i]
+            break
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"--algorithm must be one of {sorted(ALGORITHMS)}, got {algorithm!r}")
+    return algorithm, argv
+
+
+def main(argv=None):
+    algorithm, argv = split_algorithm(sys.argv[1:] if argv is None else argv)
+    spec = ALGORITHMS[algorithm]
+    script_args, trl_args = parse_config(
+        (PreferenceArgs, spec.load("config_class")), algorithm, argv, __doc__,
+        machine_defaults={**machine_defaults(), **spec.defaults},
+    )
+    setup_logging()
+    result = run(algorithm, script_args, trl_args)
+    if result is None:
+        print(f"[{algorithm}] {trl_args.output_dir} is up to date; nothing to do")
+    elif trl_args.process_index == 0:
+        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+        print(format_counts(algorithm, {**result["counts"], **metrics}))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,32 @@
+"""Supervised fine-tuning on conversations (messages format), loss on assistant turns only.
+
+    accelerate launch --config_file configs/zero2.yaml --num_processes 2 \
+        sft/run_sft.py --config configs/demo.yaml --sft_path data/runs/demo/sft.jsonl \
+        --model_name_or_path models/SmolLM2-135M-Instruct --output_dir data/runs/sft/model
+
+The `sft:` section takes any field of TRL's SFTConfig beside this script's arguments.
+"""
+
+from trl import SFTConfig
+
+from collabloop.cli import run_main, setup_logging
+from collabloop.config import parse_config
+from collabloop.stage import format_counts
+from collabloop.stage_configs import SFTArgs
+from collabloop.training import machine_defaults
+from sft.training import run
+
+
+def main(argv=None):
+    args, sft_args = parse_config((SFTArgs, SFTConfig), "sft", argv, __doc__, machine_defaults=machine_defaults())
+    setup_logging()
+    result = run(args, sft_args)
+    if result is None:
+        print(f"[sft] {sft_args.output_dir} is up to date; nothing to do")
+    elif sft_args.process_index == 0:
+        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+        print(format_counts("sft", {**result["counts"], **metrics}))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,174 @@
+"""Every preference algorithm end to end on CPU: accelerate launch, DeepSpeed ZeRO-2, 2 gloo processes,
+the embedded model, a few pairs. The loss moves and the weights change."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [(2, 3), (4, 1), (3, 3), (5, 2)]
+
+
+def pairs_rows() -> list[dict]:
+    rows = []
+    for i, (a, b) in enumerate(QUESTIONS):
+        rows.append({
+            "id": f"t{i}/turn0",
+            "prompt": [{"role": "user", "content": f"Sam has {a} apples and gets {b} more. How many apples now?"}],
+            "chosen": [{"role": "assistant", "content": f"Sam has {a} + {b} = {a + b} apples."}],
+            "rejected": [{"role": "assistant", "content": "I cannot know that. Apples are a kind of fruit."}],
+            "chosen_reward": 1.5, "rejected_reward": 0.5, "margin": 1.0,
+        })
+    return rows
+
+
+def rewards_rows() -> list[dict]:
+    rows = []
+    for i, (a, b) in enumerate(QUESTIONS):
+        responses = [f"{a + b}", "No idea.", f"It is {a + b + 1}."]
+        rows.append({
+            "id": f"t{i}/turn0", "task_id": f"t{i}",
+            "prompt": [{"role": "user", "content": f"Sam has {a} apples and gets {b} more. How many apples now?"}],
+            "turn": 0, "responses": responses, "gen": {},
+            "futures": [[] for _ in responses], "metrics": [{} for _ in responses], "rewards": [1.0, 0.0, 0.5],
+        })
+    return rows
+
+
+def train(tmp_path, algorithm: str, *extra: str) -> subprocess.CompletedProcess:
+    # KTO's KL estimate needs at least 2 examples per device batch.
+    batch_size = "2" if algorithm == "kto" else "1"
+    output_dir = tmp_path / algorithm / "model"
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate",
+         "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
+         "dpo_iteration/train_preference.py", "--algorithm", algorithm,
+         "--pairs_path", str(write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())),
+         "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(output_dir),
+         "--learning_rate", "5e-5", "--num_train_epochs", "2", "--per_device_train_batch_size", batch_size,
+         "--max_length", "128", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+         "--seed", "0", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: int = 3) -> dict:
+    from safetensors.torch import load_file
+
+    metrics = json.loads((model_dir / "train_metrics.json").read_text())
+    losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
+    assert len(losses) >= min_logged_steps and len(set(round(x, 6) for x in losses)) > 1, f"the loss did not move: {losses}"
+    before = load_file(REPO / "models/SmolLM2-135M-Instruct/model.safetensors")
+    after = load_file(model_dir / "model.safetensors")
+    assert set(before) <= set(after)
+    changed = [k for k in before if not before[k].to(after[k].dtype).equal(after[k])]
+    assert changed, "no weight changed"
+    meta = json.loads(model_dir.with_name("model.meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["counts"]["world_size"] == expected_world_size and meta["counts"]["deepspeed_zero_stage"] == 2
+    return meta
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "cpo", "simpo", "orpo", "kto"])
+def test_algorithm_trains_under_zero2(tmp_path, algorithm):
+    extra = ["--ref_model", "models/SmolLM2-135M-Instruct"] if algorithm in ("dpo", "kto") else []
+    result = train(tmp_path, algorithm, *extra)
+    meta = assert_trained(tmp_path / algorithm / "model")
+    assert f"[{algorithm}]" in result.stdout
+    if algorithm == "simpo":  # ms-swift's defaults, not TRL's
+        assert meta["config"]["loss_type"] == "simpo" and meta["config"]["beta"] == 2.0
+        assert meta["config"]["simpo_gamma"] == 1.0
+    if algorithm == "kto":
+        assert meta["counts"]["kto_desirable"] == 4 and meta["counts"]["kto_undesirable"] == 4
+
+
+def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(tmp_path):
+    train(tmp_path, "dpo", "--rpo_alpha", "0.5", "--use_peft", "true", "--lora_r", "8",
+          "--precompute_ref_log_probs", "true")
+    model_dir = tmp_path / "dpo" / "model"
+    meta = assert_trained(model_dir)
+    assert meta["config"]["loss_type"] == ["sigmoid", "sft"] and meta["config"]["loss_weights"] == [1.0, 0.5]
+    assert (model_dir / "adapter" / "adapter_config.json").exists()
+    # The merged model is a plain checkpoint that the next iteration's vLLM engine loads.
+    assert not (model_dir / "adapter_config.json").exists()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_kto_from_scored_candidates(tmp_path):
+    rewards = write_jsonl(tmp_path / "rewards.jsonl", rewards_rows())
+    train(tmp_path, "kto", "--kto_source", "rewards", "--rewards_path", str(rewards),
+          "--desirable_weight", "1.0", "--undesirable_weight", "1.5")
+    meta = assert_trained(tmp_path / "kto" / "model")
+    # Rewards 1.0, 0.0, 0.5 around their mean 0.5: one desirable, one undesirable, one at the mean dropped.
+    assert meta["counts"]["kto_desirable"] == 4 and meta["counts"]["kto_undesirable"] == 4
+    assert meta["counts"]["kto_dropped_at_mean"] == 4
+
+
+def launch(script: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/accelerate"), "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
+         script, *args, "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def test_sft_recipe_and_training_on_assistant_turns(tmp_path):
+    from collabloop.stage_configs import SFTDataConfig
+    from sft.sft_data import build, load_examples, prompt_completion_rows
+
+    rewards = write_jsonl(tmp_path / "rewards.jsonl", rewards_rows())
+    counts = build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp_path / "sft.jsonl"), min_reward=0.9))
+    assert counts["records_out"] == 4
+    examples = load_examples(str(tmp_path / "sft.jsonl"))
+    assert [e.messages[-1]["content"] for e in examples] == [f"{a + b}" for a, b in QUESTIONS]  # the best candidate
+    assert build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp_path / "none.jsonl"),
+                               min_reward=2.0))["dropped_below_min_reward"] == 4
+
+    result = launch("sft/run_sft.py", "--sft_path", str(tmp_path / "sft.jsonl"),
+                    "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(tmp_path / "sft" / "model"),
+                    "--learning_rate", "5e-5", "--num_train_epochs", "3", "--per_device_train_batch_size", "1",
+                    "--max_length", "128")
+    assert "[sft]" in result.stdout
+    meta = assert_trained(tmp_path / "sft" / "model")
+    assert meta["counts"]["assistant_turns"] == 4
+
+    # Every assistant turn of a multi-turn conversation is a completion; user turns never are.
+    from collabloop.records import SFTExample
+
+    convo = SFTExample(id="c", messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}])
+    rows = prompt_completion_rows([convo])
+    assert [r["completion"][0]["content"] for r in rows] == ["b", "d"]
+    assert rows[1]["prompt"] == convo.messages[:3]
+
+
+def test_reward_model_learns_the_pairs_and_scores_candidates(tmp_path, model_dir):
+    from collabloop.reward_model import RewardModelScorer
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())
+    model_out = tmp_path / "rm" / "model"
+    launch("dpo_iteration/run_rm.py", "--pairs_path", str(pairs), "--model_name_or_path", "models/SmolLM2-135M-Instruct",
+           "--output_dir", str(model_out), "--learning_rate", "1e-4", "--num_train_epochs", "3",
+           "--per_device_train_batch_size", "1", "--max_length", "128", "--center_rewards_coefficient", "0.01")
+    metrics = json.loads((model_out / "train_metrics.json").read_text())
+    losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
+    assert losses[-1] < losses[0], f"reward-model loss did not fall: {losses}"
+    config = json.loads((model_out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["num_labels"] == 1
+
+    scorer = RewardModelScorer(str(model_out), batch_size=4)
+    rows = pairs_rows()
+    chosen = scorer.score([[*r["prompt"], *r["chosen"]] for r in rows])
+    rejected = scorer.score([[*r["prompt"], *r["rejected"]] for r in rows])
+    assert all(c > r for c, r in zip(chosen, rejected)), (chosen, rejected)
