@@ -164,8 +164,10 @@ def test_reward_model_learns_the_pairs_and_scores_candidates(tmp_path, model_dir
     metrics = json.loads((model_out / "train_metrics.json").read_text())
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
     assert losses[-1] < losses[0], f"reward-model loss did not fall: {losses}"
-    config = json.loads((model_out / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["num_labels"] == 1
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_out)
+    assert config.architectures == ["LlamaForSequenceClassification"] and config.num_labels == 1
 
     scorer = RewardModelScorer(str(model_out), batch_size=4)
     rows = pairs_rows()
