@@ -109,6 +109,17 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+def load_tokenizer(model_path: str):
+    """The model's tokenizer, padding with its end-of-sequence token when it names no pad token
+    (TRL's trainers pad batches; the GGUF-converted embedded model's tokenizer has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def summarize(log_history: list[dict]) -> dict:
     """First, last and mean of the logged training values; the number of logged steps."""
     train_logs = [e for e in log_history if "loss" in e]

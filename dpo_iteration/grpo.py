@@ -20,7 +20,7 @@ from collabloop.metrics import ScoringItem, combine, get_metric, mean_or_none
 from collabloop.records import Context
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GRPOArgs
-from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained
+from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
 from simulate.rollout import Rollout, roll_out
 
 logger = logging.getLogger(__name__)
@@ -107,13 +107,13 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
         return {"counts": dict(stage.counts), "metrics": metrics}
 
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
 
     rows_path = output_dir.with_name(output_dir.name + ".prompts.jsonl")
     write_records(rows_path, [{"prompt": c.prompt, "task_id": c.task_id} for c in contexts])
     grpo_args.output_dir = str(partial_dir)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     reward = MultiturnReward(args, tasks, str(output_dir))
     dataset = load_dataset("json", data_files=str(rows_path), split="train")

@@ -17,7 +17,7 @@ from collabloop.jsonl import read_records, write_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage import StageRun
 from collabloop.stage_configs import PreferenceArgs
-from collabloop.training import ALGORITHMS, copy_unchanged, describe_accelerator, is_main_process, publish, save_trained
+from collabloop.training import ALGORITHMS, copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
         metrics = copy_unchanged(args.model_name_or_path, partial_dir, output_dir, stage, f"no examples in {data_path}")
         return {"counts": dict(stage.counts), "metrics": metrics}
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     trl_args.output_dir = str(partial_dir)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     extra = {}
     if spec.uses_reference and args.ref_model:

@@ -13,7 +13,7 @@ from collabloop.jsonl import read_records
 from collabloop.records import Pair
 from collabloop.stage import StageRun
 from collabloop.stage_configs import RewardModelArgs
-from collabloop.training import describe_accelerator, is_main_process, publish, save_trained
+from collabloop.training import describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,12 @@ def run(args: RewardModelArgs, reward_args) -> dict | None:
         raise ValueError(f"{args.pairs_path} holds no pairs: a reward model cannot be trained from nothing")
 
     from datasets import load_dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardTrainer
 
     partial_dir = output_dir.with_name(output_dir.name + ".partial")
     reward_args.output_dir = str(partial_dir)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     columns = ["prompt", "chosen", "rejected"] + (["margin"] if args.use_margin else [])

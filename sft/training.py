@@ -9,7 +9,7 @@ from collabloop.jsonl import write_records
 from collabloop.records import SFTExample
 from collabloop.stage import StageRun
 from collabloop.stage_configs import SFTArgs
-from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained
+from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
 from sft.sft_data import load_examples, prompt_completion_rows
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ def run(args: SFTArgs, sft_args) -> dict | None:
         return {"counts": dict(stage.counts), "metrics": metrics}
 
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
     # File-backed rows (every rank writes the same content atomically): multi-process runs need a file.
     rows_path = output_dir.with_name(output_dir.name + ".rows.jsonl")
     write_records(rows_path, rows)
     sft_args.output_dir = str(partial_dir)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     dataset = load_dataset("json", data_files=str(rows_path), split="train")
     trainer = SFTTrainer(model=model, args=sft_args, train_dataset=dataset, processing_class=tokenizer,
