@@ -12,7 +12,7 @@ import logging
 
 from collabloop.cli import cache_for, check_failures, metric_resources
 from collabloop.jsonl import read_records_with_tasks
-from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric, mean_or_none
+from collabloop.metrics import MetricResources, ScoringItem, combine, mean_or_none, score_items
 from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
@@ -31,15 +31,8 @@ def score_records(
                 index.append((r, k, s, future["error"]))
                 window = [{"role": "assistant", "content": response}, *future["messages"]]
                 items.append(ScoringItem(task=tasks[rec.task_id], history=rec.prompt, window=window))
-    # Failed futures are not scored at all: their error is the metric's error.
-    scorable = [i for i, (_, _, _, err) in enumerate(index) if err is None]
-    values: dict[str, list[MetricValue]] = {}
-    for name in cfg.metric_weights:
-        scored = get_metric(name)([items[i] for i in scorable], resources) if scorable else []
-        per_item = [MetricValue(None, f"future failed: {index[i][3]}") for i in range(len(items))]
-        for i, v in zip(scorable, scored):
-            per_item[i] = v
-        values[name] = per_item
+    failures = [f"future failed: {err}" if err is not None else None for _, _, _, err in index]
+    values = score_items(items, failures, cfg.metric_weights, resources)
     per_future = combine(values, cfg.metric_weights, cfg.term_cap)
 
     out = []

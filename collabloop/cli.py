@@ -96,3 +96,16 @@ def report(stage: str, output_path: str, meta: dict | None) -> str:
     if meta is None:
         return f"[{stage}] {output_path} is up to date; nothing to do"
     return f"{format_counts(stage, meta['counts'])} ({meta['seconds']:.0f}s)"
+
+
+def train_report(stage: str, output_dir: str, result: dict | None) -> str | None:
+    """The line a trainer script prints when it ends; None on the ranks other than the main one."""
+    from collabloop.stage import format_counts
+    from collabloop.training import is_main_process
+
+    if not is_main_process():
+        return None
+    if result is None:
+        return f"[{stage}] {output_dir} is up to date; nothing to do"
+    metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+    return format_counts(stage, {**result["counts"], **metrics})

@@ -230,6 +230,36 @@ def expected_grade(first_token_logprobs: dict[str, float] | None) -> float | Non
     return sum(_GRADES[g] * p for g, p in mass.items()) / total
 
 
+def ask_judge(
+    metric: str,
+    prompts: list[str],
+    res: MetricResources,
+    from_logprobs: Callable[[dict[str, float] | None], float | None],
+    from_text: Callable[[str], float | None],
+    expected_answer: str,
+) -> list[MetricValue]:
+    """One judge call per prompt; the score from the first token's logprobs, else from the text written.
+
+    A failed call or an answer that is neither is an error, kept out of every mean.
+    """
+    if res.judge is None:
+        raise ValueError(f"{metric} needs a judge client")
+    requests = [
+        Request(messages=[{"role": "user", "content": prompt}], top_logprobs=res.options.get("judge_top_logprobs"))
+        for prompt in prompts
+    ]
+    out = []
+    for result in res.judge.complete_many(requests, progress=f"{metric} judge"):
+        if result.error:
+            out.append(MetricValue(None, f"judge call failed: {result.error}"))
+            continue
+        score = from_logprobs(result.first_token_logprobs)
+        if score is None:
+            score = from_text(result.text)
+        out.append(MetricValue(score, None if score is not None else f"judge gave no {expected_answer}: {result.text[:80]!r}"))
+    return out
+
+
 @register_metric("interactivity")
 def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0.
@@ -238,32 +268,11 @@ def interactivity(items: list[ScoringItem], res: MetricResources) -> list[Metric
     the expected grade under the judge's first-token probabilities; otherwise,
     or when the judge's first token is not a grade, the letter it wrote.
     """
-    if res.judge is None:
-        raise ValueError("interactivity needs a judge client")
-    requests = [
-        Request(
-            messages=[
-                {
-                    "role": "user",
-                    "content": INTERACTIVITY_PROMPT.format(
-                        history=render_transcript(item.history), window=render_transcript(item.window)
-                    ),
-                }
-            ],
-            top_logprobs=res.options.get("judge_top_logprobs"),
-        )
+    prompts = [
+        INTERACTIVITY_PROMPT.format(history=render_transcript(item.history), window=render_transcript(item.window))
         for item in items
     ]
-    out = []
-    for result in res.judge.complete_many(requests, progress="interactivity judge"):
-        if result.error:
-            out.append(MetricValue(None, f"judge call failed: {result.error}"))
-            continue
-        grade = expected_grade(result.first_token_logprobs)
-        if grade is None:
-            grade = parse_grade(result.text)
-        out.append(MetricValue(grade, None if grade is not None else f"judge gave no grade A/B/C: {result.text[:80]!r}"))
-    return out
+    return ask_judge("interactivity", prompts, res, expected_grade, parse_grade, "a grade A/B/C")
 
 
 JUDGE_ACCURACY_PROMPT = """You are checking whether an AI assistant gave the user the correct final answer.
@@ -306,34 +315,11 @@ def parse_verdict(text: str) -> float | None:
 def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge: does the final answer agree with the task's reference? For free-form answers that
     no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""
-    if res.judge is None:
-        raise ValueError("judge_accuracy needs a judge client")
-    requests = [
-        Request(
-            messages=[
-                {
-                    "role": "user",
-                    "content": JUDGE_ACCURACY_PROMPT.format(
-                        goal=item.task.goal, reference=item.task.reference, window=render_transcript(item.window)
-                    ),
-                }
-            ],
-            top_logprobs=res.options.get("judge_top_logprobs"),
-        )
+    prompts = [
+        JUDGE_ACCURACY_PROMPT.format(goal=item.task.goal, reference=item.task.reference, window=render_transcript(item.window))
         for item in items
     ]
-    out = []
-    for result in res.judge.complete_many(requests, progress="accuracy judge"):
-        if result.error:
-            out.append(MetricValue(None, f"judge call failed: {result.error}"))
-            continue
-        verdict = expected_verdict(result.first_token_logprobs)
-        if verdict is None:
-            verdict = parse_verdict(result.text)
-        out.append(
-            MetricValue(verdict, None if verdict is not None else f"judge gave no Yes/No: {result.text[:80]!r}")
-        )
-    return out
+    return ask_judge("judge_accuracy", prompts, res, expected_verdict, parse_verdict, "Yes/No")
 
 
 @register_metric("rm_score")
@@ -344,6 +330,24 @@ def rm_score(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
         raise ValueError("rm_score needs a reward model: set reward_model to a sequence-classification model folder")
     scores = res.reward_model.score([[*item.history, *item.window] for item in items], progress="reward model")
     return [MetricValue(s) for s in scores]
+
+
+def score_items(
+    items: list[ScoringItem], failures: list[str | None], metric_names, res: MetricResources
+) -> dict[str, list[MetricValue]]:
+    """Every named metric on every item, one batch per metric.
+
+    An item whose conversation failed (`failures[i]` says how) is not scored:
+    that failure is its error in every metric, so it stays out of every mean.
+    """
+    ok = [i for i, failure in enumerate(failures) if failure is None]
+    out = {}
+    for name in metric_names:
+        values = [MetricValue(None, failure) for failure in failures]
+        for i, value in zip(ok, get_metric(name)([items[i] for i in ok], res) if ok else []):
+            values[i] = value
+        out[name] = values
+    return out
 
 
 def combine(values: dict[str, list[MetricValue]], weights: dict[str, float], term_cap: float) -> list[float | None]:

@@ -19,7 +19,9 @@ class RewardModelScorer:
 
     def __init__(self, model_path: str, batch_size: int = 16, max_length: int = 2048, dtype: str = "float32"):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
+
+        from collabloop.training import load_tokenizer
 
         if not Path(model_path, "config.json").exists():
             raise FileNotFoundError(
@@ -30,9 +32,7 @@ class RewardModelScorer:
             raise ValueError(f"reward model batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(model_path)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=getattr(torch, dtype))
         if self.model.config.num_labels != 1:
             raise ValueError(

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 
 from collabloop.config import ConfigError
-from collabloop.training import LoraArgs
 
 
 def _help(text: str, **kw):
@@ -290,6 +289,38 @@ class PairsConfig:
             raise ConfigError(f"strategy must be one of {list(self.STRATEGIES)}, got {self.strategy!r}")
         if self.min_margin < 0:
             raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
+
+
+@dataclass
+class LoraArgs:
+    """LoRA (PEFT) for any trainer: off by default (full fine-tuning suits small models)."""
+
+    use_peft: bool = _help("Train LoRA adapters instead of all weights (as CollabLLM trains its 8B model).", default=False)
+    lora_r: int = _help("LoRA rank.", default=16)
+    lora_alpha: int = _help("LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
+    lora_target_modules: list[str] = _help(
+        "Modules that get adapters; ['all-linear'] targets every linear layer but the output head.",
+        default_factory=lambda: ["all-linear"],
+    )
+
+    def _check_lora(self) -> None:
+        if self.lora_r < 1:
+            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        """The PEFT LoraConfig, or None for full fine-tuning."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type=task_type,
+            target_modules=targets[0] if targets == ["all-linear"] else targets,
+        )
 
 
 @dataclass

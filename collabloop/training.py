@@ -1,4 +1,4 @@
-"""What every trainer stage shares: machine defaults, LoRA, and publishing a finished model.
+"""What every trainer stage shares: the algorithms, machine defaults, and publishing a finished model.
 
 A trainer writes into `<output_dir>.partial/` and renames it to `<output_dir>`
 when done, with `<output_dir>.meta.json` beside it (written last); a killed
@@ -16,7 +16,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collabloop.config import ConfigError
 from collabloop.jsonl import write_json
 
 logger = logging.getLogger(__name__)
@@ -41,41 +40,6 @@ def machine_defaults() -> dict:
     # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them.
     # TRL defaults to bf16, which transformers allows on CPU only with use_cpu.
     return {"ddp_backend": "gloo", "use_cpu": True}
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
-
-
-@dataclass
-class LoraArgs:
-    """LoRA (PEFT) for any trainer: off by default (full fine-tuning suits small models)."""
-
-    use_peft: bool = _help("Train LoRA adapters instead of all weights (as CollabLLM trains its 8B model).", default=False)
-    lora_r: int = _help("LoRA rank.", default=16)
-    lora_alpha: int = _help("LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", default=32)
-    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
-    lora_target_modules: list[str] = _help(
-        "Modules that get adapters; ['all-linear'] targets every linear layer but the output head.",
-        default_factory=lambda: ["all-linear"],
-    )
-
-    def _check_lora(self) -> None:
-        if self.lora_r < 1:
-            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-
-    def peft_config(self, task_type: str = "CAUSAL_LM"):
-        if not self.use_peft:
-            return None
-        from peft import LoraConfig
-
-        targets = self.lora_target_modules
-        return LoraConfig(
-            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, task_type=task_type,
-            target_modules=targets[0] if targets == ["all-linear"] else targets,
-        )
 
 
 @dataclass(frozen=True)
@@ -136,14 +100,14 @@ def summarize(log_history: list[dict]) -> dict:
     return out
 
 
-def save_trained(trainer, tokenizer, partial_dir: Path, lora: LoraArgs | None) -> dict:
+def save_trained(trainer, tokenizer, partial_dir: Path, lora) -> dict:
     """Save the trained model (merged, with its adapter beside it, under LoRA) and its training metrics.
 
     Every rank calls this (saving under DeepSpeed gathers from all ranks);
     only the main process writes files.
     """
     metrics = summarize(trainer.state.log_history)
-    if lora is not None and lora.use_peft:
+    if lora.use_peft:
         trainer.save_model(str(partial_dir / "adapter"))
         trainer.accelerator.wait_for_everyone()
         if is_main_process():
@@ -160,6 +124,24 @@ def save_trained(trainer, tokenizer, partial_dir: Path, lora: LoraArgs | None) -
     return metrics
 
 
+def partial_dir_for(output_dir: Path) -> Path:
+    return output_dir.with_name(output_dir.name + ".partial")
+
+
+def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict:
+    """Train, save into the partial folder, publish it as `output_dir`; returns the training summary.
+
+    `lora` is the stage's `LoraArgs`; the trainer's output_dir must be the partial folder.
+    """
+    describe_accelerator(trainer, stage.counts)
+    trainer.train()
+    metrics = save_trained(trainer, tokenizer, partial_dir_for(output_dir), lora)
+    if is_main_process():
+        publish(partial_dir_for(output_dir), output_dir, stage)
+    stage.counts["train_steps"] = metrics.get("steps", 0)
+    return metrics
+
+
 def publish(partial_dir: Path, output_dir: Path, stage) -> None:
     """Move the finished model into place, then mark the stage complete (main process only)."""
     if output_dir.exists():
@@ -168,11 +150,12 @@ def publish(partial_dir: Path, output_dir: Path, stage) -> None:
     write_json(stage.meta_path, stage._meta("complete"))
 
 
-def copy_unchanged(model_path: str, partial_dir: Path, output_dir: Path, stage, reason: str) -> dict:
+def copy_unchanged(model_path: str, output_dir: Path, stage, reason: str) -> dict:
     """Nothing to learn from: the next iteration starts from the same weights, and says why."""
     logger.warning("%s: the model is copied unchanged", reason)
     metrics = {"steps": 0, "skipped": reason}
     if is_main_process():
+        partial_dir = partial_dir_for(output_dir)
         shutil.rmtree(partial_dir, ignore_errors=True)
         shutil.copytree(model_path, partial_dir)
         write_json(partial_dir / "train_metrics.json", metrics)

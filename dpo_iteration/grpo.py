@@ -13,14 +13,14 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from collabloop.cli import cache_for, metric_resources, simulator_client
+from collabloop.cli import cache_for, client_for, metric_resources, simulator_client
 from collabloop.jsonl import read_records_with_tasks, write_records
-from collabloop.llm_client import Endpoint, LLMClient, Request
-from collabloop.metrics import ScoringItem, combine, get_metric, mean_or_none
+from collabloop.llm_client import LLMClient, Request
+from collabloop.metrics import ScoringItem, combine, mean_or_none, score_items
 from collabloop.records import Context
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GRPOArgs
-from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
+from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 from simulate.rollout import Rollout, roll_out
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 class ServedAssistant:
     """Plays the assistant in futures through a served model; the `PolicyEngine.chat` interface."""
 
-    def __init__(self, client: LLMClient):
+    def __init__(self, client: LLMClient, counts: Counter):
         self.client = client
+        self.counts = counts
 
     def chat(self, conversations, sampling, n, batch_seed, progress=False):
         requests = [Request(messages=c, salt=f"assistant/{batch_seed}/{i}") for i, c in enumerate(conversations)]
@@ -45,19 +46,16 @@ class MultiturnReward:
 
     __name__ = "multiturn_reward"  # TRL names the logged reward column after it
 
-    def __init__(self, args: GRPOArgs, tasks: dict, cache_path: str):
+    def __init__(self, args: GRPOArgs, tasks: dict, cache_path: str, counts: Counter):
         cache = cache_for(args, cache_path)
         self.args = args
         self.tasks = tasks
         self.simulator = simulator_client(args, cache)
-        self.assistant = ServedAssistant(LLMClient(
-            Endpoint(model=args.assistant_model, api_base=args.assistant_api_base or None,
-                     temperature=args.simulator_temperature, max_tokens=args.assistant_max_tokens),
-            cache=cache, max_concurrency=args.llm_max_concurrency, timeout_s=args.llm_timeout_s,
-            max_retries=args.llm_max_retries,
-        ))
+        assistant = client_for(args, cache, model=args.assistant_model, api_base=args.assistant_api_base,
+                               temperature=args.simulator_temperature, max_tokens=args.assistant_max_tokens)
+        self.assistant = ServedAssistant(assistant, counts)
         self.resources = metric_resources(args, cache, args.metric_weights)
-        self.counts: Counter = Counter()
+        self.counts = counts
         self.calls = 0
 
     def __call__(self, prompts, completions, task_id, **kwargs) -> list[float | None]:
@@ -73,24 +71,15 @@ class MultiturnReward:
         items = [ScoringItem(task=r.task, history=prompts[i // self.args.num_futures],
                              window=[*completions[i // self.args.num_futures], *r.future])
                  for i, r in enumerate(rollouts)]
-        ok = [i for i, r in enumerate(rollouts) if r.error is None]
+        failures = [f"future failed: {r.error}" if r.error is not None else None for r in rollouts]
         self.counts["futures"] += len(rollouts)
-        self.counts["futures_failed"] += len(rollouts) - len(ok)
-        values = {}
-        for name in self.args.metric_weights:
-            scored = dict(zip(ok, get_metric(name)([items[i] for i in ok], self.resources) if ok else []))
-            values[name] = [scored.get(i) or _missing() for i in range(len(items))]
+        self.counts["futures_failed"] += sum(f is not None for f in failures)
+        values = score_items(items, failures, self.args.metric_weights, self.resources)
         per_future = combine(values, self.args.metric_weights, self.args.term_cap)
         rewards = [mean_or_none(per_future[i * self.args.num_futures:(i + 1) * self.args.num_futures])
                    for i in range(len(prompts))]
         self.counts["replies_without_reward"] += sum(r is None for r in rewards)
         return rewards
-
-
-def _missing():
-    from collabloop.metrics import MetricValue
-
-    return MetricValue(None, "future failed")
 
 
 def run(args: GRPOArgs, grpo_args) -> dict | None:
@@ -100,10 +89,9 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
     if stage.up_to_date():
         return None
     contexts, tasks = read_records_with_tasks(args.contexts_path, Context, args.tasks_path)
-    partial_dir = output_dir.with_name(output_dir.name + ".partial")
     stage.counts["contexts"] = len(contexts)
     if not contexts:
-        metrics = copy_unchanged(args.model_name_or_path, partial_dir, output_dir, stage, f"no contexts in {args.contexts_path}")
+        metrics = copy_unchanged(args.model_name_or_path, output_dir, stage, f"no contexts in {args.contexts_path}")
         return {"counts": dict(stage.counts), "metrics": metrics}
 
     from datasets import load_dataset
@@ -112,18 +100,13 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
 
     rows_path = output_dir.with_name(output_dir.name + ".prompts.jsonl")
     write_records(rows_path, [{"prompt": c.prompt, "task_id": c.task_id} for c in contexts])
-    grpo_args.output_dir = str(partial_dir)
+    grpo_args.output_dir = str(partial_dir_for(output_dir))
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
-    reward = MultiturnReward(args, tasks, str(output_dir))
+    # The reward counts into the stage's counts (futures, failures), which the meta file keeps.
+    reward = MultiturnReward(args, tasks, str(output_dir), stage.counts)
     dataset = load_dataset("json", data_files=str(rows_path), split="train")
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=args.peft_config())
-    describe_accelerator(trainer, stage.counts)
-    trainer.train()
-    metrics = save_trained(trainer, tokenizer, partial_dir, args)
-    if is_main_process():
-        stage.counts.update(reward.counts)
-        publish(partial_dir, output_dir, stage)
-    stage.counts["train_steps"] = metrics.get("steps", 0)
+    metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}

@@ -17,7 +17,7 @@ from collabloop.jsonl import read_records, write_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage import StageRun
 from collabloop.stage_configs import PreferenceArgs
-from collabloop.training import ALGORITHMS, copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
+from collabloop.training import ALGORITHMS, copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     stage = StageRun(algorithm, output_dir, Pair, (args, trl_args), inputs)
     if stage.up_to_date():
         return None
-    partial_dir = output_dir.with_name(output_dir.name + ".partial")
 
     from datasets import load_dataset
 
@@ -92,12 +91,12 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
         num_examples, columns = len(read_records(args.pairs_path, Pair)), ["prompt", "chosen", "rejected"]
         stage.counts["pairs_in"] = num_examples
     if num_examples == 0:
-        metrics = copy_unchanged(args.model_name_or_path, partial_dir, output_dir, stage, f"no examples in {data_path}")
+        metrics = copy_unchanged(args.model_name_or_path, output_dir, stage, f"no examples in {data_path}")
         return {"counts": dict(stage.counts), "metrics": metrics}
 
     from transformers import AutoModelForCausalLM
 
-    trl_args.output_dir = str(partial_dir)
+    trl_args.output_dir = str(partial_dir_for(output_dir))
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     extra = {}
@@ -108,10 +107,5 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
         model=model, args=trl_args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=args.peft_config(), **extra,
     )
-    describe_accelerator(trainer, stage.counts)
-    trainer.train()
-    metrics = save_trained(trainer, tokenizer, partial_dir, args)
-    if is_main_process():
-        publish(partial_dir, output_dir, stage)
-    stage.counts["train_steps"] = metrics.get("steps", 0)
+    metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}

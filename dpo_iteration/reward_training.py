@@ -13,7 +13,7 @@ from collabloop.jsonl import read_records
 from collabloop.records import Pair
 from collabloop.stage import StageRun
 from collabloop.stage_configs import RewardModelArgs
-from collabloop.training import describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
+from collabloop.training import load_tokenizer, partial_dir_for, train_and_publish
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def run(args: RewardModelArgs, reward_args) -> dict | None:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardTrainer
 
-    partial_dir = output_dir.with_name(output_dir.name + ".partial")
-    reward_args.output_dir = str(partial_dir)
+    reward_args.output_dir = str(partial_dir_for(output_dir))
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -45,10 +44,5 @@ def run(args: RewardModelArgs, reward_args) -> dict | None:
         peft_config.modules_to_save = ["score"]  # the new head must train (and be merged) with the adapters
     trainer = RewardTrainer(model=model, args=reward_args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=peft_config)
-    describe_accelerator(trainer, stage.counts)
-    trainer.train()
-    metrics = save_trained(trainer, tokenizer, partial_dir, args)
-    if is_main_process():
-        publish(partial_dir, output_dir, stage)
-    stage.counts["train_steps"] = metrics.get("steps", 0)
+    metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}

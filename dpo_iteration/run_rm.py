@@ -11,9 +11,8 @@ center_rewards_coefficient, ...) beside this script's arguments (use_margin, LoR
 
 from trl import RewardConfig
 
-from collabloop.cli import run_main, setup_logging
+from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import RewardModelArgs
 from collabloop.training import machine_defaults
 from dpo_iteration.reward_training import run
@@ -24,12 +23,9 @@ def main(argv=None):
         (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=machine_defaults()
     )
     setup_logging()
-    result = run(args, reward_args)
-    if result is None:
-        print(f"[reward] {reward_args.output_dir} is up to date; nothing to do")
-    elif reward_args.process_index == 0:
-        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
-        print(format_counts("reward", {**result["counts"], **metrics}))
+    line = train_report("reward", reward_args.output_dir, run(args, reward_args))
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

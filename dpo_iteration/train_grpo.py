@@ -11,9 +11,8 @@ arguments (metric_weights, num_futures, window_turns, the simulator and judge).
 
 from trl import GRPOConfig
 
-from collabloop.cli import run_main, setup_logging
+from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import GRPOArgs
 from collabloop.training import machine_defaults
 from dpo_iteration.grpo import run
@@ -22,12 +21,9 @@ from dpo_iteration.grpo import run
 def main(argv=None):
     args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=machine_defaults())
     setup_logging()
-    result = run(args, grpo_args)
-    if result is None:
-        print(f"[grpo] {grpo_args.output_dir} is up to date; nothing to do")
-    elif grpo_args.process_index == 0:
-        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
-        print(format_counts("grpo", {**result["counts"], **metrics}))
+    line = train_report("grpo", grpo_args.output_dir, run(args, grpo_args))
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ script's own arguments; every key is also a flag here.
 
 import sys
 
-from collabloop.cli import run_main, setup_logging
+from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import ConfigError, parse_config
-from collabloop.stage import format_counts
-from collabloop.training import machine_defaults
 from collabloop.stage_configs import PreferenceArgs
-from collabloop.training import ALGORITHMS
+from collabloop.training import ALGORITHMS, machine_defaults
 from dpo_iteration.preference import run
 
 
@@ -50,12 +48,9 @@ def main(argv=None):
         machine_defaults={**machine_defaults(), **spec.defaults},
     )
     setup_logging()
-    result = run(algorithm, script_args, trl_args)
-    if result is None:
-        print(f"[{algorithm}] {trl_args.output_dir} is up to date; nothing to do")
-    elif trl_args.process_index == 0:
-        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
-        print(format_counts(algorithm, {**result["counts"], **metrics}))
+    line = train_report(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

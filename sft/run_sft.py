@@ -9,9 +9,8 @@ The `sft:` section takes any field of TRL's SFTConfig beside this script's argum
 
 from trl import SFTConfig
 
-from collabloop.cli import run_main, setup_logging
+from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
-from collabloop.stage import format_counts
 from collabloop.stage_configs import SFTArgs
 from collabloop.training import machine_defaults
 from sft.training import run
@@ -20,12 +19,9 @@ from sft.training import run
 def main(argv=None):
     args, sft_args = parse_config((SFTArgs, SFTConfig), "sft", argv, __doc__, machine_defaults=machine_defaults())
     setup_logging()
-    result = run(args, sft_args)
-    if result is None:
-        print(f"[sft] {sft_args.output_dir} is up to date; nothing to do")
-    elif sft_args.process_index == 0:
-        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
-        print(format_counts("sft", {**result["counts"], **metrics}))
+    line = train_report("sft", sft_args.output_dir, run(args, sft_args))
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from collabloop.jsonl import write_records
 from collabloop.records import SFTExample
 from collabloop.stage import StageRun
 from collabloop.stage_configs import SFTArgs
-from collabloop.training import copy_unchanged, describe_accelerator, is_main_process, publish, save_trained, load_tokenizer
+from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 from sft.sft_data import load_examples, prompt_completion_rows
 
 logger = logging.getLogger(__name__)
@@ -21,13 +21,12 @@ def run(args: SFTArgs, sft_args) -> dict | None:
                      {"sft": args.sft_path, "model": args.model_name_or_path})
     if stage.up_to_date():
         return None
-    partial_dir = output_dir.with_name(output_dir.name + ".partial")
     examples = load_examples(args.sft_path)
     rows = prompt_completion_rows(examples)
     stage.counts["conversations"] = len(examples)
     stage.counts["assistant_turns"] = len(rows)
     if not rows:
-        metrics = copy_unchanged(args.model_name_or_path, partial_dir, output_dir, stage, f"no examples in {args.sft_path}")
+        metrics = copy_unchanged(args.model_name_or_path, output_dir, stage, f"no examples in {args.sft_path}")
         return {"counts": dict(stage.counts), "metrics": metrics}
 
     from datasets import load_dataset
@@ -37,16 +36,11 @@ def run(args: SFTArgs, sft_args) -> dict | None:
     # File-backed rows (every rank writes the same content atomically): multi-process runs need a file.
     rows_path = output_dir.with_name(output_dir.name + ".rows.jsonl")
     write_records(rows_path, rows)
-    sft_args.output_dir = str(partial_dir)
+    sft_args.output_dir = str(partial_dir_for(output_dir))
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     dataset = load_dataset("json", data_files=str(rows_path), split="train")
     trainer = SFTTrainer(model=model, args=sft_args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=args.peft_config())
-    describe_accelerator(trainer, stage.counts)
-    trainer.train()
-    metrics = save_trained(trainer, tokenizer, partial_dir, args)
-    if is_main_process():
-        publish(partial_dir, output_dir, stage)
-    stage.counts["train_steps"] = metrics.get("steps", 0)
+    metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}

@@ -14,7 +14,7 @@ from pathlib import Path
 from collabloop.cli import cache_for, check_failures, metric_resources, simulator_client
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient
-from collabloop.metrics import MetricResources, ScoringItem, get_metric
+from collabloop.metrics import MetricResources, ScoringItem, score_items
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
 from collabloop.records import Context, EvalConversation
 from collabloop.stage import StageRun
@@ -55,20 +55,13 @@ def score_conversations(
     contexts: list[Context], rollouts: list[Rollout], metric_names: list[str], resources: MetricResources
 ) -> list[EvalConversation]:
     """Score finished conversations; a conversation whose simulation failed gets no metric values."""
-    ok = [i for i, r in enumerate(rollouts) if r.error is None]
-    items = [ScoringItem(task=rollouts[i].task, history=contexts[i].prompt, window=rollouts[i].future) for i in ok]
-    values = {name: dict(zip(ok, get_metric(name)(items, resources) if items else [])) for name in metric_names}
+    items = [ScoringItem(task=r.task, history=c.prompt, window=r.future) for c, r in zip(contexts, rollouts)]
+    failures = [f"conversation failed: {r.error}" if r.error is not None else None for r in rollouts]
+    values = score_items(items, failures, metric_names, resources)
     out = []
     for i, (context, rollout) in enumerate(zip(contexts, rollouts)):
-        metrics: dict[str, float | None] = {}
-        errors: dict[str, str] = {}
-        for name in metric_names:
-            value = values[name].get(i)
-            metrics[name] = value.value if value else None
-            if value is None:
-                errors[name] = f"conversation failed: {rollout.error}"
-            elif value.error:
-                errors[name] = value.error
+        metrics: dict[str, float | None] = {name: values[name][i].value for name in metric_names}
+        errors = {name: values[name][i].error for name in metric_names if values[name][i].error}
         metrics[TURNS] = float(sum(1 for m in rollout.future if m["role"] == "assistant"))
         out.append(
             EvalConversation(
