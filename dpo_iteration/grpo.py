@@ -36,8 +36,8 @@ class ServedAssistant:
     def chat(self, conversations, sampling, n, batch_seed, progress=False):
         requests = [Request(messages=c, salt=f"assistant/{batch_seed}/{i}") for i, c in enumerate(conversations)]
         results = self.client.complete_many(requests, progress="assistant turns" if progress else None)
-        # A failed assistant turn ends that future with an empty reply; it is counted.
-        self.failures = sum(1 for r in results if r.error)
+        # A failed assistant turn leaves an empty reply in that future; it is counted, not hidden.
+        self.counts["assistant_turns_failed"] += sum(1 for r in results if r.error)
         return [[r.text if not r.error else ""] for r in results]
 
 
