@@ -74,6 +74,11 @@ def atomic_file(path: str | Path) -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed flush names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -152,32 +157,50 @@ class PartialOutput:
         return self.records
 
     def append(self, records: Iterable[Record]) -> None:
-        """Append finished records and make them durable before returning."""
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+        """Append finished records and make them durable before returning.
+
+        The batch goes to the file unbuffered; if a write fails (a full disk), the file is cut back to
+        its last whole line, so it never holds a torn line in the middle.
+        """
+        records = list(records)
         for record in records:
             if record.id in self.records:
                 raise ValueError(f"record {record.id!r} is already in {self.path}; a stage must not redo finished records")
-            self._file.write(dumps(record.to_dict()) + "\n")
+        if not records:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab", buffering=0)
+        data = "".join(dumps(r.to_dict()) + "\n" for r in records).encode("utf-8")
+        size_before = self._file.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view):]
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            os.ftruncate(self._file.fileno(), size_before)
+            self.close()
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+        for record in records:
             self.records[record.id] = record
-        self._file.flush()
-        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def finalize(self, order: list[str]) -> int:
-        """Write the output in `order` (the input order) atomically; remove the partial file."""
+    def write_output(self, order: list[str]) -> int:
+        """Write the output in `order` (the input order) atomically; the partial file stays until `discard`.
+
+        The caller writes the stage's meta in between, so a kill at any point leaves either the partial
+        file to resume from or a complete output with its meta.
+        """
         self.close()
         missing = [i for i in order if i not in self.records]
         if missing:
             raise RuntimeError(f"{self.path}: {len(missing)} records are missing (e.g. {missing[:3]}); cannot finalize")
-        count = write_records(self.output_path, (self.records[i] for i in order))
-        self.path.unlink(missing_ok=True)
-        return count
+        return write_records(self.output_path, (self.records[i] for i in order))
 
     def discard(self) -> None:
         self.close()

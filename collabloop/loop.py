@@ -77,7 +77,7 @@ def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
         # port, changes nothing that was already made.
         def comparable(t: str) -> dict:
             d = yaml_load(t) or {}
-            for key in ("num_iterations", "simulator_port"):
+            for key in ("num_iterations", "simulator_port", "num_shards"):
                 d.get("loop", {}).pop(key, None)
             return d
 

@@ -9,6 +9,12 @@ A stage output `X.jsonl` comes with:
 Rerunning a stage whose output is complete and was made from the same inputs
 and config does nothing. Rerunning an interrupted stage with the same inputs
 and config resumes it; with different ones it refuses to mix the two.
+
+A sharded run (`num_shards` > 1, `ShardArgs`) does the fixed chunks whose
+index is `shard_index` modulo `num_shards` and writes `X.shard<i>-of-<n>.jsonl`
+with its own partial, meta and config files. `collabloop.shards` merges the
+shards into `X.jsonl` with the meta an unsharded run would have written, so
+the unsharded command then finds its output up to date.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ _CONTENT_HASH_MAX_BYTES = 64 * 2**20
 NOT_FINGERPRINTED = frozenset({
     "simulator_api_base", "judge_api_base", "llm_max_concurrency", "llm_timeout_s", "llm_max_retries",
     "llm_cache_path", "max_failure_fraction",
+    # How the work is split, not what it makes: shards and an unsharded run share one fingerprint.
+    "num_shards", "shard_index",
 })
 
 
@@ -65,6 +73,12 @@ def config_path_for(output_path: str | Path) -> Path:
     return output_path.with_name(output_path.stem + ".config.yaml")
 
 
+def shard_output_path(output_path: str | Path, shard_index: int, num_shards: int) -> Path:
+    """`X.jsonl` -> `X.shard<i>-of-<n>.jsonl`: where shard i of n writes."""
+    output_path = Path(output_path)
+    return output_path.with_name(f"{output_path.stem}.shard{shard_index}-of-{num_shards}{output_path.suffix}")
+
+
 class StageRun:
     """One run of a stage over its input records, writing `output_path`."""
 
@@ -77,10 +91,18 @@ class StageRun:
         inputs: dict[str, str | Path],
     ):
         self.name = name
-        self.output_path = Path(output_path)
+        self.final_output_path = Path(output_path)
+        self.num_shards = next((c.num_shards for c in configs if hasattr(c, "num_shards")), 1)
+        self.shard_index = next((c.shard_index for c in configs if hasattr(c, "shard_index")), 0)
+        self.output_path = (
+            shard_output_path(output_path, self.shard_index, self.num_shards) if self.num_shards > 1
+            else self.final_output_path
+        )
         self.record_type = record_type
         self.configs = configs
         self.inputs = {k: str(v) for k, v in inputs.items()}
+        self.chunk_size: int | None = None
+        self.shard_ids: set[str] | None = None
         self.meta_path = meta_path_for(self.output_path)
         self.partial = PartialOutput(self.output_path, record_type)
         self.counts: Counter = Counter()
@@ -93,32 +115,44 @@ class StageRun:
         digest = hashlib.sha256(json.dumps({"stage": name, "config": fingerprinted}, sort_keys=True).encode())
         for key in sorted(self.inputs):
             digest.update(f"{key}={fingerprint_path(self.inputs[key])}".encode())
-        self.fingerprint = digest.hexdigest()
+        # What the whole (unsharded) output is made from; a shard's own fingerprint adds which shard it is.
+        self.base_fingerprint = digest.hexdigest()
+        self.fingerprint = (
+            self.base_fingerprint if self.num_shards == 1
+            else hashlib.sha256(f"{self.base_fingerprint}/shard{self.shard_index}-of-{self.num_shards}".encode()).hexdigest()
+        )
 
     def _read_meta(self) -> dict | None:
+        """The meta file, or None when it is missing or damaged (the stage is then not up to date)."""
         if not self.meta_path.exists():
             return None
         try:
-            return json.loads(self.meta_path.read_text())
-        except json.JSONDecodeError:
+            meta = json.loads(self.meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            logger.warning("%s is damaged (not JSON); the stage is not taken as up to date", self.meta_path)
             return None
+        return meta if isinstance(meta, dict) else None
 
     def up_to_date(self) -> bool:
         meta = self._read_meta()
-        return (
-            self.output_path.exists()
-            and meta is not None
-            and meta.get("status") == "complete"
-            and meta.get("fingerprint") == self.fingerprint
-        )
+        complete = self.output_path.exists() and meta is not None and meta.get("status") == "complete"
+        if complete and self.partial.path.is_file():  # (a trainer's `.partial` is its model folder: left alone)
+            # Killed after the output and its meta were written, before the partial file was removed.
+            self.partial.discard()
+        return complete and meta.get("fingerprint") == self.fingerprint
 
     def begin(self) -> dict[str, Record]:
         """Load the records an interrupted run finished; returns them by id."""
         meta = self._read_meta()
         if self.partial.path.exists():
-            if meta is None or meta.get("fingerprint") != self.fingerprint:
-                from collabloop.cli import StageError
+            from collabloop.cli import StageError
 
+            if meta is None:
+                raise StageError(
+                    f"{self.partial.path} has no readable meta file ({self.meta_path} is missing or damaged), so "
+                    f"what it was made from cannot be checked. Delete it to start this stage over."
+                )
+            if meta.get("fingerprint") != self.fingerprint:
                 raise StageError(
                     f"{self.partial.path} was written by a run with other inputs or config. "
                     f"Rerun with the same settings to resume it, or delete it to start this stage over."
@@ -133,25 +167,36 @@ class StageRun:
         return done
 
     def begin_chunks(self, records: list[Record], batch_size: int) -> tuple[dict[str, Record], list[tuple[int, list]]]:
-        """Begin, count the input, and return (finished records, the fixed chunks still to do)."""
+        """Begin, count the input, and return (finished records, the fixed chunks still to do).
+
+        A shard keeps the chunks whose index is its shard_index modulo num_shards.
+        """
+        self.chunk_size = batch_size
+        mine = [(i, c) for i, c in fixed_chunks(records, batch_size) if i % self.num_shards == self.shard_index]
+        if self.num_shards > 1:
+            self.shard_ids = {r.id for _, c in mine for r in c}
         done = self.begin()
-        self.counts["records_in"] = len(records)
+        self.counts["records_in"] = sum(len(c) for _, c in mine)
         self.counts["resumed"] = len(done)
-        todo = [(i, c) for i, c in fixed_chunks(records, batch_size) if any(r.id not in done for r in c)]
+        todo = [(i, c) for i, c in mine if any(r.id not in done for r in c)]
         return done, todo
 
     def append(self, records: list[Record]) -> None:
         self.partial.append(records)
 
     def finish(self, order: list[str]) -> dict:
-        count = self.partial.finalize(order)
+        """Write the output in `order` (input order; a shard keeps its own ids), then the meta, then drop the partial."""
+        if self.shard_ids is not None:
+            order = [i for i in order if i in self.shard_ids]
+        count = self.partial.write_output(order)
         self.counts["records_out"] = count
         meta = self._meta("complete")
         write_json(self.meta_path, meta)
+        self.partial.discard()
         return meta
 
     def _meta(self, status: str) -> dict:
-        return {
+        meta = {
             "stage": self.name,
             "status": status,
             "fingerprint": self.fingerprint,
@@ -160,6 +205,12 @@ class StageRun:
             "counts": dict(sorted(self.counts.items())),
             "seconds": round(time.time() - self.started, 2),
         }
+        if self.num_shards > 1:
+            meta["shard"] = {
+                "index": self.shard_index, "count": self.num_shards, "chunk_size": self.chunk_size,
+                "base_fingerprint": self.base_fingerprint, "output_path": str(self.final_output_path),
+            }
+        return meta
 
 
 def fixed_chunks(items: list, size: int) -> list[tuple[int, list]]:

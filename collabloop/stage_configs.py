@@ -97,6 +97,27 @@ class PolicyArgs:
 
 
 @dataclass
+class ShardArgs:
+    """Split a per-record stage over processes (one per GPU, or one per node of a cluster)."""
+
+    num_shards: int = _help(
+        "Split the stage's input into this many shards: its fixed chunks of batch_size records are dealt "
+        "round-robin, so every batch (and its seed) is the one an unsharded run makes. With more than 1, this "
+        "process writes <output>.shard<i>-of-<n>.jsonl; `python -m collabloop.shards merge` joins the shards.",
+        default=1,
+    )
+    shard_index: int = _help("Which shard this process runs: 0 .. num_shards-1.", default=0)
+
+    def _check_shard(self) -> None:
+        if self.num_shards < 1:
+            raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(
+                f"shard_index must be in 0..{self.num_shards - 1} (num_shards={self.num_shards}), got {self.shard_index}"
+            )
+
+
+@dataclass
 class ContextsConfig(SimulatorArgs, RemoteCallArgs):
     """Contexts: the opening user turn of each task, from the task or written by the simulator."""
 
@@ -121,7 +142,7 @@ class ContextsConfig(SimulatorArgs, RemoteCallArgs):
 
 
 @dataclass
-class GenerateConfig(PolicyArgs):
+class GenerateConfig(PolicyArgs, ShardArgs):
     """Generation: K candidate replies per context from the policy (vLLM offline engine)."""
 
     contexts_path: str = _help("Contexts to answer (JSONL).", default="contexts.jsonl")
@@ -130,6 +151,7 @@ class GenerateConfig(PolicyArgs):
     batch_size: int = _help("Contexts per engine batch; also the unit of resumption.", default=64)
 
     def __post_init__(self):
+        self._check_shard()
         self._check_policy()
         if self.num_candidates < 2:
             raise ConfigError(f"num_candidates must be >= 2 to build pairs, got {self.num_candidates}")
@@ -138,7 +160,7 @@ class GenerateConfig(PolicyArgs):
 
 
 @dataclass
-class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
+class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
     """Simulation: S futures of w exchanges after each candidate, simulator vs policy."""
 
     generations_path: str = _help("Generations to simulate (JSONL).", default="generations.jsonl")
@@ -149,6 +171,7 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs):
     batch_size: int = _help("Generation records per batch; also the unit of resumption.", default=32)
 
     def __post_init__(self):
+        self._check_shard()
         self._check_policy()
         self._check_remote()
         self._check_simulator()
@@ -196,7 +219,7 @@ class JudgeArgs:
 
 
 @dataclass
-class AnnotateConfig(JudgeArgs, RemoteCallArgs):
+class AnnotateConfig(JudgeArgs, RemoteCallArgs, ShardArgs):
     """Annotation: metrics per future, weighted into one multiturn-aware reward per candidate."""
 
     simulations_path: str = _help("Simulations to score (JSONL).", default="simulations.jsonl")
@@ -215,6 +238,7 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs):
     batch_size: int = _help("Simulation records per batch; also the unit of resumption.", default=32)
 
     def __post_init__(self):
+        self._check_shard()
         self._check_remote()
         if not self.metric_weights:
             raise ConfigError("metric_weights is empty; name at least one metric, e.g. '{accuracy: 1}'")
@@ -226,7 +250,7 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs):
 
 
 @dataclass
-class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
+class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, ShardArgs):
     """Evaluation: full conversations between the policy and the simulator on held-out tasks, scored."""
 
     contexts_path: str = _help("Opening contexts of the held-out tasks (JSONL, from make_contexts.py).", default="eval_contexts.jsonl")
@@ -243,6 +267,7 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
     batch_size: int = _help("Conversations per batch; also the unit of resumption.", default=64)
 
     def __post_init__(self):
+        self._check_shard()
         self._check_policy()
         self._check_remote()
         self._check_simulator()
@@ -475,6 +500,12 @@ class LoopConfig:
     )
     accelerate_config: str = _help("accelerate config for training.", default="configs/zero2.yaml")
     num_processes: int = _help("Training processes; 0: one per GPU, or 2 on a CPU-only machine.", default=0)
+    num_shards: int = _help(
+        "Processes that split each per-record stage (generate, simulate, annotate, evaluate), merged after; "
+        "0: one per GPU (each shard sees one GPU), or 1 on a CPU-only machine. On a CPU machine each shard "
+        "gets its own share of the cores.",
+        default=0,
+    )
 
     def __post_init__(self):
         if self.num_iterations < 1:
@@ -487,6 +518,8 @@ class LoopConfig:
             raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
         if self.num_processes < 0:
             raise ConfigError(f"num_processes must be >= 0, got {self.num_processes}")
+        if self.num_shards < 0:
+            raise ConfigError(f"num_shards must be >= 0, got {self.num_shards}")
 
 
 SECTIONS: dict[str, tuple[type, ...]] = {

@@ -106,7 +106,8 @@ def run(cfg: EvaluateConfig) -> dict | None:
                 **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
     )
     if stage.up_to_date():
-        if not summary_path.exists():  # killed between the conversations and the summary
+        # Killed between the conversations and the summary, or shards merged (a shard writes no summary).
+        if stage.num_shards == 1 and not summary_path.exists():
             write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
         return None
     if "pass_rate" in cfg.metrics:
@@ -146,5 +147,6 @@ def run(cfg: EvaluateConfig) -> dict | None:
                 stage.counts[f"{name}_{key}"] = client.stats[key]
         cache.close()
     result = stage.finish([c.id for c in contexts])
-    write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
+    if stage.num_shards == 1:
+        write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
     return result

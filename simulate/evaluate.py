@@ -19,7 +19,8 @@ def main(argv=None):
     setup_logging()
     result = run(cfg)
     print(report("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
-    print(f"[evaluate] summary: {cfg.output_dir}/summary.json")
+    if cfg.num_shards == 1:  # shards write conversations only; the merge and an unsharded rerun write the summary
+        print(f"[evaluate] summary: {cfg.output_dir}/summary.json")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ def test_partial_output_repairs_torn_last_line_and_refuses_damage(tmp_path):
     assert sorted(again.load()) == ["c1", "c2"]
     assert again.repaired_bytes > 0
     assert again.path.read_text().endswith("\n")
-    assert again.finalize(["c2", "c1"]) == 2
+    assert again.write_output(["c2", "c1"]) == 2
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["c2", "c1"]
+    again.discard()  # the stage drops the partial file only after its meta says complete
     assert not again.path.exists()
 
     # Damage anywhere else is not guessed at.
