@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 from collabloop.llm_client import Endpoint, LLMClient, ResponseCache
@@ -78,6 +80,24 @@ def run_main(main) -> None:
     except (ConfigError, RecordError, StageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (OSError, sqlite3.OperationalError) as e:
+        if not disk_full(e):
+            raise
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        print(
+            f"error: no space left on the device{where} ({e}). Nothing finished is lost: outputs are written whole "
+            "or not at all, and finished records stay in the .partial file. Free some space and rerun the same "
+            "command to resume.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+
+
+def disk_full(error: BaseException) -> bool:
+    """True for the errors a full disk (or an exhausted quota) raises, from the OS or from SQLite."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
 
 
 def check_failures(what: str, failed: int, total: int, max_fraction: float) -> None:

@@ -13,15 +13,18 @@ A call that still fails after its retries comes back as a `CallResult` with
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,11 +89,24 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # `entry` is JSON: {"text": ..., "first_token_logprobs": ...}
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses_v1 (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
-        self._db.commit()
+        with self._naming_a_full_disk():
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # `entry` is JSON: {"text": ..., "first_token_logprobs": ...}
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses_v1 (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
+            self._db.commit()
+
+    @contextmanager
+    def _naming_a_full_disk(self):
+        """A full disk as the OS says it, naming the file: SQLite says "database or disk is full", or, when
+        its write-ahead log cannot grow, only "disk I/O error" (a full disk then shows as no space left)."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            no_space = shutil.disk_usage(self.path.parent).free < 2**20
+            if "disk is full" in str(e) or ("disk I/O error" in str(e) and no_space):
+                raise OSError(errno.ENOSPC, str(e), str(self.path)) from None
+            raise
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -98,7 +114,7 @@ class ResponseCache:
         return row[0] if row else None
 
     def put(self, key: str, entry: str) -> None:
-        with self._lock:
+        with self._lock, self._naming_a_full_disk():
             self._db.execute("INSERT OR REPLACE INTO responses_v1 (key, entry) VALUES (?, ?)", (key, entry))
             self._db.commit()
 

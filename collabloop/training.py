@@ -143,7 +143,12 @@ def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict
 
 
 def publish(partial_dir: Path, output_dir: Path, stage) -> None:
-    """Move the finished model into place, then mark the stage complete (main process only)."""
+    """Move the finished model into place, then mark the stage complete (main process only).
+
+    The old meta goes first: a kill between replacing the model and writing the new meta must not leave
+    another config's "complete" beside the new weights.
+    """
+    stage.meta_path.unlink(missing_ok=True)
     if output_dir.exists():
         shutil.rmtree(output_dir)
     partial_dir.rename(output_dir)

@@ -1,0 +1,344 @@
+"""Faults: every stage killed at random moments, damaged partial files, the simulator server dying
+mid-stage, and a full disk. Each ends with the records an uninterrupted run writes, or a clear error
+that loses nothing.
+
+Stages whose records depend on the simulator or judge share the uninterrupted run's LLM cache: the
+local server's sampling cannot be seeded per request on CPU, so a redone call would draw new text;
+with the cache every call is answered as before, and what is tested is the stage's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from collabloop.cli import StageError
+from collabloop.records import RecordError
+from collabloop.stage_configs import AnnotateConfig
+from annotate_data.scoring import run as annotate
+from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def run_stage(script: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def kill_at_random_moments(argv: list[str], output: Path, total: int, kills: int, rng: random.Random) -> list[int]:
+    """Start the stage and SIGKILL it `kills` times, each at a random point of its progress.
+
+    A kill waits for a random number of finished records in the partial file (0: while the stage
+    starts up; `total`: while it writes its output and meta), then a random fraction of a second.
+    Returns how many records the partial file held after each kill.
+    """
+    partial = output.with_name(output.name + ".partial")
+    left = []
+    for _ in range(kills):
+        target = rng.randint(0, total)
+        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        deadline = time.time() + 600
+        while process.poll() is None and lines(partial) < target and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.2))
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        left.append(lines(partial))
+    return left
+
+
+def assert_same_as_uninterrupted(output: Path, reference: Path) -> None:
+    assert output.read_bytes() == reference.read_bytes()
+    assert not output.with_name(output.name + ".partial").exists()
+    meta = json.loads(output.with_name(output.stem + ".meta.json").read_text())
+    assert meta["status"] == "complete"
+
+
+def contexts_rows(n: int) -> list[dict]:
+    return [{"id": f"t{i}/turn0", "task_id": f"t{i}", "turn": 0, "prompt": math_task(i, 2 + i, 1 + i % 3)["prompt"]}
+            for i in range(n)]
+
+
+# --- every stage killed at random moments ---------------------------------------------------------------
+
+
+def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str, list, int, int]]:
+    """stage -> (script, arguments but --output_path, records, kills); inputs are written under tmp_path."""
+    n = 6
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3, with_prompt=i % 2 == 0)
+                                                  for i in range(n)])
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", contexts_rows(n))
+    cache = tmp_path / "llm_cache.sqlite"
+    remote = ["--simulator_api_base", server.api_base, "--llm_cache_path", cache]
+    judge = ["--judge_api_base", server.api_base, "--tokenizer", model_dir]
+    policy = ["--model", model_dir, "--max_new_tokens", 24, "--batch_size", 1]
+    simulations = tmp_path / "inputs" / "simulations.jsonl"
+    return {
+        "contexts": ("simulate/make_contexts.py", ["--tasks_path", tasks, *remote], n, 4),
+        "generate": ("generation/generate.py", ["--contexts_path", contexts, "--num_candidates", 2, *policy], n, 3),
+        "simulate": ("simulate/simulate_futures.py",
+                     ["--generations_path", tmp_path / "inputs" / "generations.jsonl", "--tasks_path", tasks,
+                      "--num_futures", 1, "--window_turns", 1, "--simulator_max_tokens", 24, *policy, *remote], n, 3),
+        "annotate": ("annotate_data/annotate.py",
+                     ["--simulations_path", simulations, "--tasks_path", tasks, "--batch_size", 1, *judge, *remote[2:],
+                      "--metric_weights", "{accuracy: 1, interactivity: 1, token_amount: -1e-4}"], n, 6),
+        "pairs": ("dpo_iteration/pairs.py", ["--rewards_path", tmp_path / "inputs" / "rewards.jsonl"], n, 3),
+        "evaluate": ("simulate/evaluate.py",
+                     ["--contexts_path", contexts, "--tasks_path", tasks, "--max_turns", 2, "--simulator_max_tokens", 24,
+                      *policy, *remote, *judge], n, 2),
+    }
+
+
+OUTPUTS = {"contexts": "contexts.jsonl", "generate": "generations.jsonl", "simulate": "simulations.jsonl",
+           "annotate": "rewards.jsonl", "pairs": "pairs.jsonl", "evaluate": "eval/conversations.jsonl"}
+
+
+def test_every_stage_killed_at_random_moments_ends_with_the_uninterrupted_records(simulator, model_dir, tmp_path):
+    rng = random.Random(20261123)
+    cases = stage_cases(tmp_path, model_dir, simulator)
+    kills_landed_mid_run = {}
+    for name, (script, args, total, kills) in cases.items():
+        out_args = lambda d: ["--output_dir", d.parent] if name == "evaluate" else ["--output_path", d]  # noqa: E731
+        reference = tmp_path / "inputs" / OUTPUTS[name]
+        run_stage(script, *args, *out_args(reference))
+        output = tmp_path / "killed" / name / OUTPUTS[name]
+        argv = [PYTHON, script, *map(str, [*args, *out_args(output)])]
+        left = kill_at_random_moments(argv, output, total, kills, rng)
+        kills_landed_mid_run[name] = sum(0 < x < total for x in left)
+        final = run_stage(script, *args, *out_args(output))
+        assert "Traceback" not in final.stderr
+        assert_same_as_uninterrupted(output, reference)
+        if name == "evaluate":
+            assert json.loads((output.parent / "summary.json").read_text())["num_conversations"] == total
+    # The engine stages take long enough per batch that kills land between batches; the fast ones (contexts,
+    # annotate with cached calls, pairs) are mostly caught starting up or finishing, and every byte a kill can
+    # cut a partial file at is covered by test_a_partial_file_cut_at_any_byte_is_repaired_and_resumed.
+    assert all(kills_landed_mid_run[n] >= 1 for n in ("generate", "simulate", "evaluate")), kills_landed_mid_run
+
+
+def test_a_killed_training_run_leaves_no_model_and_reruns_to_a_complete_one(tmp_path):
+    from tests.test_trainers import pairs_rows
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows() * 1)
+    output_dir = tmp_path / "model"
+    accelerate = str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate"
+    argv = [accelerate, "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
+            "dpo_iteration/train_preference.py", "--pairs_path", str(pairs),
+            "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(output_dir),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "1", "--max_length", "128",
+            "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    partial_dir = output_dir.with_name("model.partial")
+    deadline = time.time() + 600
+    while process.poll() is None and not partial_dir.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not output_dir.exists() and not output_dir.with_name("model.meta.json").exists()
+
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (output_dir / "model.safetensors").exists() and not partial_dir.exists()
+    assert json.loads(output_dir.with_name("model.meta.json").read_text())["status"] == "complete"
+
+
+# --- damaged partial files -------------------------------------------------------------------------------
+
+
+def annotate_config(tmp_path: Path, model_dir: Path, out: str) -> AnnotateConfig:
+    n = 6
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
+    sims = write_jsonl(tmp_path / "simulations.jsonl", [
+        {**row, "responses": [f"It is {3 + i}.", "No idea."], "gen": {},
+         "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
+        for i, row in enumerate(contexts_rows(n))
+    ])
+    return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks), output_path=str(tmp_path / out / "rewards.jsonl"),
+                          tokenizer=str(model_dir), metric_weights={"accuracy": 1.0, "token_amount": -1e-3}, batch_size=1)
+
+
+def interrupted(cfg: AnnotateConfig) -> tuple[Path, bytes]:
+    """A run of `cfg` as a kill after its last append leaves it: the partial file and a 'running' meta."""
+    annotate(cfg)
+    out = Path(cfg.output_path)
+    data = out.read_bytes()
+    meta_path = out.with_name("rewards.meta.json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "status": "running"}))
+    partial = out.with_name("rewards.jsonl.partial")
+    partial.write_bytes(data)
+    out.unlink()
+    return partial, data
+
+
+def test_a_partial_file_cut_at_any_byte_is_repaired_and_resumed(model_dir, tmp_path):
+    reference = annotate_config(tmp_path, model_dir, "reference")
+    annotate(reference)
+    expected = Path(reference.output_path).read_bytes()
+    cfg = annotate_config(tmp_path, model_dir, "cut")
+    partial, data = interrupted(cfg)
+    newlines = [i for i, b in enumerate(data) if b == ord("\n")]
+    rng = random.Random(7)
+    # Line boundaries, just after and before them, and random bytes: every kind of cut.
+    cuts = sorted({0, len(data) - 1, *(i + 1 for i in newlines[:3]), *(i for i in newlines[:3]),
+                   *(rng.randrange(len(data)) for _ in range(6))})
+    for cut in cuts:
+        partial.write_bytes(data[:cut])
+        meta = annotate(cfg)
+        assert Path(cfg.output_path).read_bytes() == expected, f"cut at byte {cut}"
+        whole_lines = data[:cut].count(b"\n")
+        assert meta["counts"]["resumed"] == whole_lines
+        assert meta["counts"].get("repaired_torn_lines", 0) == int(cut > 0 and data[cut - 1] != ord("\n"))
+        partial, data = interrupted(cfg)
+
+
+def test_damage_inside_a_partial_file_is_refused_with_file_line_and_fix(model_dir, tmp_path):
+    cfg = annotate_config(tmp_path, model_dir, "damaged")
+    partial, data = interrupted(cfg)
+    rows = data.splitlines(keepends=True)
+    damaged = b"".join([rows[0], rows[1][:40] + b"\x00garbage\n", *rows[2:]])
+    partial.write_bytes(damaged)
+    result = run_stage("annotate_data/annotate.py", "--simulations_path", cfg.simulations_path, "--tasks_path",
+                       cfg.tasks_path, "--output_path", cfg.output_path, "--tokenizer", cfg.tokenizer,
+                       "--metric_weights", "{accuracy: 1.0, token_amount: -0.001}", "--batch_size", 1, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{partial}:2: field '<line>': not valid JSON" in result.stderr
+    assert f"delete {partial} to redo this stage" in result.stderr
+    assert partial.read_bytes() == damaged and not Path(cfg.output_path).exists()  # nothing touched
+
+    # A line that parses but breaks the record format is refused the same way, naming the field.
+    bad = json.loads(rows[2])
+    bad["rewards"] = "high"
+    partial.write_bytes(b"".join([rows[0], rows[1], (json.dumps(bad) + "\n").encode()]))
+    with pytest.raises(RecordError, match=r"rewards.jsonl.partial:3: field 'rewards'"):
+        annotate(cfg)
+
+    # A partial file whose meta is damaged cannot be checked against the config: refused, not guessed at.
+    partial.write_bytes(data)
+    Path(cfg.output_path).with_name("rewards.meta.json").write_text('{"stage": "annot')
+    with pytest.raises(StageError, match=r"no readable meta file .*damaged.*Delete it"):
+        annotate(cfg)
+
+
+# --- the simulator server dies mid-stage ---------------------------------------------------------------
+
+
+def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restart(model_dir, tmp_path):
+    from collabloop.server import SimulatorServer
+
+    n = 6
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
+    generations = write_jsonl(tmp_path / "generations.jsonl", [
+        {**row, "responses": [f"It is {3 + i}.", "Could you say more?"], "gen": {}}
+        for i, row in enumerate(contexts_rows(n))
+    ])
+    port = free_port()
+    output = tmp_path / "simulations.jsonl"
+    partial = output.with_name("simulations.jsonl.partial")
+    argv = [PYTHON, "simulate/simulate_futures.py", "--generations_path", str(generations), "--tasks_path", str(tasks),
+            "--output_path", str(output), "--model", str(model_dir), "--num_futures", "1", "--window_turns", "2",
+            "--max_new_tokens", "24", "--simulator_max_tokens", "24", "--batch_size", "1",
+            "--simulator_api_base", f"http://127.0.0.1:{port}/v1", "--llm_max_retries", "1", "--llm_timeout_s", "20"]
+    server = SimulatorServer(str(model_dir), port, log_path=str(tmp_path / "server.log")).__enter__()
+    try:
+        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 600
+        while process.poll() is None and lines(partial) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
+        server.process.wait()
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        server.stop()
+    assert process.returncode == 1, stderr[-3000:]
+    assert "above max_failure_fraction" in stderr and "Finished records are kept" in stderr
+    assert "Traceback" not in stderr
+    kept = partial.read_bytes()
+    assert 2 <= len(kept.splitlines()) < n and not output.exists()
+
+    with SimulatorServer(str(model_dir), port, log_path=str(tmp_path / "server2.log")):
+        resumed = run_stage(*argv[1:])
+    assert f"resumed={len(kept.splitlines())}" in resumed.stdout
+    records = read_jsonl(output)
+    assert [r["id"] for r in records] == [f"t{i}/turn0" for i in range(n)]  # none lost, none doubled
+    assert output.read_bytes().startswith(kept)  # what was finished before the crash is kept as it was
+    assert all(f["error"] is None for r in records for per in r["futures"] for f in per)
+
+
+# --- a full disk -----------------------------------------------------------------------------------------
+
+
+def small_disk_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs -o size=8k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not small_disk_available(), reason="needs unshare and tmpfs mounts (root) to make a small disk")
+def test_a_full_disk_gives_a_clear_error_and_no_corrupt_output(model_dir, tmp_path):
+    reference = annotate_config(tmp_path, model_dir, "reference")
+    annotate(reference)
+    expected = Path(reference.output_path).read_bytes()
+
+    cfg = annotate_config(tmp_path, model_dir, "full")
+    disk = Path(cfg.output_path).parent  # on a tmpfs of a few pages, in a private mount namespace
+    saved = tmp_path / "saved"
+    args = ["annotate_data/annotate.py", "--simulations_path", cfg.simulations_path, "--tasks_path", cfg.tasks_path,
+            "--output_path", cfg.output_path, "--tokenizer", cfg.tokenizer,
+            "--metric_weights", "{accuracy: 1.0, token_amount: -0.001}", "--batch_size", "1"]
+    results = []
+    # The LLM cache (SQLite) fills a small disk first: one size keeps it there; the others keep it elsewhere,
+    # so the stage's own files (config, meta, partial, output) meet the full disk.
+    for size_kib, cache_elsewhere in ((16, False), (8, True), (12, True), (16, True), (20, True), (24, True)):
+        shutil.rmtree(disk, ignore_errors=True)
+        shutil.rmtree(saved, ignore_errors=True)
+        disk.mkdir()
+        saved.mkdir()
+        cache = ["--llm_cache_path", str(tmp_path / "llm_cache.sqlite")] if cache_elsewhere else []
+        script = (f"mount -t tmpfs -o size={size_kib}k tmpfs {disk} && "
+                  f"{shlex.join([PYTHON, *map(str, args), *cache])}; "
+                  f"rc=$?; cp -a {disk}/. {saved}/; exit $rc")
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        if result.returncode == 0:
+            continue  # it all fitted
+        assert result.returncode == 1, f"{size_kib} KiB: {result.stderr[-2000:]}"
+        assert "error: no space left on the device writing" in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        if (saved / "rewards.jsonl").exists():  # written whole before the meta's write failed: still whole
+            assert (saved / "rewards.jsonl").read_bytes() == expected
+            assert json.loads((saved / "rewards.meta.json").read_text())["status"] == "running"
+        partial = saved / "rewards.jsonl.partial"
+        kept = partial.read_bytes() if partial.exists() else b""
+        assert kept == expected[: len(kept)] and (not kept or kept.endswith(b"\n"))  # whole lines, nothing torn
+        results.append(kept.count(b"\n"))
+        # With space again, the same command resumes from what the full disk left and ends as an
+        # uninterrupted run does.
+        shutil.rmtree(disk)
+        shutil.copytree(saved, disk)
+        resumed = run_stage(*args, *cache)
+        assert f"resumed={results[-1]}" in resumed.stdout
+        assert_same_as_uninterrupted(Path(cfg.output_path), Path(reference.output_path))
+    assert len(results) >= 2 and max(results) >= 1, f"records kept when the disk filled, per size: {results}"
