@@ -23,11 +23,57 @@ eval "$env_lines"
 RUN_DIR="$LOOP_RUN_DIR"
 CACHE="$RUN_DIR/llm_cache.sqlite"
 
+NUM_GPUS=$( (command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | wc -l) || echo 0)
 NUM_PROCESSES="$LOOP_NUM_PROCESSES"
 if [ "$NUM_PROCESSES" = 0 ]; then
-  NUM_PROCESSES=$( (command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | wc -l) || echo 0)
+  NUM_PROCESSES="$NUM_GPUS"
   [ "$NUM_PROCESSES" -gt 0 ] || NUM_PROCESSES=2  # CPU-only: ZeRO-2 over 2 gloo processes
 fi
+NUM_SHARDS="$LOOP_NUM_SHARDS"
+if [ "$NUM_SHARDS" = 0 ]; then
+  NUM_SHARDS="$NUM_GPUS"
+  [ "$NUM_SHARDS" -gt 0 ] || NUM_SHARDS=1
+fi
+if [ "$NUM_GPUS" -gt 0 ] && [ "$NUM_SHARDS" -gt "$NUM_GPUS" ]; then
+  echo "error: loop.num_shards=$NUM_SHARDS but this machine has $NUM_GPUS GPUs; each shard's vLLM engine needs a GPU of its own" >&2
+  exit 1
+fi
+
+# per_record OUTPUT SCRIPT ARGS...: run a per-record stage; with NUM_SHARDS > 1, one process per shard
+# (each on its own GPU, or its own share of the CPU cores), then merge the shards into OUTPUT and rerun
+# the unsharded command, which finds OUTPUT up to date (and, for evaluate, writes the summary).
+per_record() {
+  local output="$1"; shift
+  if [ "$NUM_SHARDS" -le 1 ]; then "$PY" "$@"; return; fi
+  local pids=() logs=() failed=0 s cores per
+  cores=$(nproc)
+  per=$(( cores / NUM_SHARDS )); [ "$per" -gt 0 ] || per=1
+  mkdir -p "$(dirname "$output")"
+  echo "[$(basename "$1" .py)] $NUM_SHARDS shards (logs: ${output%.jsonl}.shard<i>-of-$NUM_SHARDS.log)"
+  for ((s = 0; s < NUM_SHARDS; s++)); do
+    local log="${output%.jsonl}.shard$s-of-$NUM_SHARDS.log" place=()
+    if [ "$NUM_GPUS" -gt 0 ]; then
+      place=(env "CUDA_VISIBLE_DEVICES=$s")
+    elif command -v taskset >/dev/null; then
+      place=(taskset -c "$(( (s * per) % cores ))-$(( (s * per) % cores + per - 1 ))")
+    fi
+    logs+=("$log")
+    "${place[@]}" "$PY" "$@" --num_shards "$NUM_SHARDS" --shard_index "$s" >"$log" 2>&1 &
+    pids+=($!)
+  done
+  for ((s = 0; s < NUM_SHARDS; s++)); do
+    if wait "${pids[$s]}"; then
+      echo "  shard $s: $(tail -n 1 "${logs[$s]}")"
+    else
+      failed=1
+      echo "error: shard $s failed; the end of ${logs[$s]}:" >&2
+      tail -n 20 "${logs[$s]}" >&2
+    fi
+  done
+  [ "$failed" = 0 ] || exit 1
+  "$PY" -m collabloop.shards merge --output_path "$output" --num_shards "$NUM_SHARDS"
+  "$PY" "$@"
+}
 
 SERVER_PID=""
 stop_server() {
@@ -75,7 +121,8 @@ fi
 
 evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tasks
   [ -n "$LOOP_EVAL_TASKS" ] || return 0
-  "$PY" simulate/evaluate.py --config "$CONFIG" --model "$1" --iteration "$2" --tasks_path "$LOOP_EVAL_TASKS" \
+  per_record "$RUN_DIR/iter_$2/eval/conversations.jsonl" \
+    simulate/evaluate.py --config "$CONFIG" --model "$1" --iteration "$2" --tasks_path "$LOOP_EVAL_TASKS" \
     --contexts_path "$RUN_DIR/eval_contexts.jsonl" --output_dir "$RUN_DIR/iter_$2/eval" \
     --tokenizer "$LOOP_INITIAL_MODEL" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}"
 }
@@ -110,17 +157,19 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     "$PY" -m collabloop.loop summary --iter_dir "$ITER"
     continue
   fi
-  "$PY" generation/generate.py --config "$CONFIG" --model "$POLICY" \
+  per_record "$ITER/generations.jsonl" generation/generate.py --config "$CONFIG" --model "$POLICY" \
     --contexts_path "$ITER/contexts.jsonl" --output_path "$ITER/generations.jsonl"
   if [ "$LOOP_USE_SIMULATION" = True ]; then
-    "$PY" simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
+    per_record "$ITER/simulations.jsonl" \
+      simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
       --generations_path "$ITER/generations.jsonl" --output_path "$ITER/simulations.jsonl" \
       --llm_cache_path "$CACHE" "${SIM_ARGS[@]}"
     SCORED=(--simulations_path "$ITER/simulations.jsonl")
   else
     SCORED=(--simulations_path "$ITER/generations.jsonl" --without_futures true)
   fi
-  "$PY" annotate_data/annotate.py --config "$CONFIG" --tokenizer "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
+  per_record "$ITER/rewards.jsonl" \
+    annotate_data/annotate.py --config "$CONFIG" --tokenizer "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
     "${SCORED[@]}" --output_path "$ITER/rewards.jsonl" --llm_cache_path "$CACHE" "${JUDGE_ARGS[@]}"
   "$PY" dpo_iteration/pairs.py --config "$CONFIG" \
     --rewards_path "$ITER/rewards.jsonl" --output_path "$ITER/pairs.jsonl"

@@ -99,6 +99,16 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
                     f"shard {i} ({paths[i]}) differs from shard 0 in {key} ({value!r} vs {made_from(first)[key]!r}): "
                     "it was made from other inputs or another config; rerun it with shard 0's settings"
                 )
+    existing = meta_path_for(output_path)
+    if output_path.exists() and existing.exists():
+        try:
+            done = json.loads(existing.read_text())
+        except json.JSONDecodeError:
+            done = {}
+        if done.get("status") == "complete" and done.get("fingerprint") == first["shard"]["base_fingerprint"]:
+            # Already merged (or made unsharded) from the same inputs and config: leave it, and its
+            # modification time, alone, so later stages stay up to date.
+            return {**done, "already_merged": True}
     records = [read_records(p, RECORD_TYPES[stage]) for p in paths]
     for i, (meta, recs) in enumerate(zip(metas, records)):
         if len(recs) != meta["counts"].get("records_out"):
@@ -159,8 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError:
             raise ConfigError(f"--num_shards must be an integer, got {options['num_shards']!r}") from None
         meta = merge_shards(options["output_path"], num_shards)
-        print(f"[merge] {meta['stage']}: {meta['counts']['records_out']} records from {num_shards} shards -> "
-              f"{options['output_path']} (slowest shard {meta['seconds']:.0f}s)")
+        if meta.get("already_merged"):
+            print(f"[merge] {options['output_path']} is up to date; nothing to do")
+        else:
+            print(f"[merge] {meta['stage']}: {meta['counts']['records_out']} records from {num_shards} shards -> "
+                  f"{options['output_path']} (slowest shard {meta['seconds']:.0f}s)")
 
     run_main(run)
 

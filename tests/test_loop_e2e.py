@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 def test_run_loop_tiny(model_dir, tmp_path):
     run_dir = tmp_path / "run"
+    port = free_port()
     result = subprocess.run(
-        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(free_port())],
+        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(port)],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
@@ -80,3 +82,23 @@ def test_run_loop_tiny(model_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
+
+    # The same loop with every per-record stage split over 2 shards writes the same records. The new run
+    # starts from the first run's LLM cache: the simulator server's sampling is not seeded per request on
+    # CPU, so without it the simulated users would differ; the policy's text is seeded per batch. (The cache
+    # keys a request by the server's address too, hence the first run's port.)
+    sharded_dir = tmp_path / "sharded"
+    sharded_dir.mkdir()
+    shutil.copy(run_dir / "llm_cache.sqlite", sharded_dir / "llm_cache.sqlite")
+    sharded = subprocess.run(
+        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(sharded_dir), "--simulator_port", str(port),
+         "--num_shards", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=1800,
+    )
+    assert sharded.returncode == 0, f"{sharded.stdout[-4000:]}\n{sharded.stderr[-6000:]}"
+    assert sharded.stdout.count("[merge]") == 5  # evaluate of iteration 0; generate, simulate, annotate, evaluate of 1
+    for name in ("generations", "simulations", "rewards"):
+        assert (sharded_dir / "iter_1" / f"{name}.shard1-of-2.jsonl").stat().st_size > 0  # both shards had work
+    for path in ["iter_0/eval/conversations.jsonl", "iter_0/eval/summary.json",
+                 *(f"iter_1/{name}.jsonl" for name in ("contexts", "generations", "simulations", "rewards", "pairs"))]:
+        assert (sharded_dir / path).read_bytes() == (run_dir / path).read_bytes(), path

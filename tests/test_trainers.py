@@ -103,6 +103,37 @@ def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(tmp_path):
     assert config["architectures"] == ["LlamaForCausalLM"]
 
 
+def test_dpo_across_two_machines(tmp_path):
+    """The multi-node launch of examples/slurm/train_multinode.sbatch, as two machines on 127.0.0.1: each
+    `accelerate launch` is one machine (its own machine_rank) with one process; ZeRO-2 spans both."""
+    from tests.conftest import free_port
+
+    accelerate = str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate"
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())
+    output_dir = tmp_path / "multinode" / "model"
+    port = str(free_port())
+    machines = [
+        subprocess.Popen(
+            [accelerate, "launch", "--config_file", "configs/zero2.yaml", "--num_machines", "2",
+             "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+             "--main_process_port", port, "--rdzv_backend", "static",
+             "dpo_iteration/train_preference.py", "--pairs_path", str(pairs),
+             "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--ref_model", "models/SmolLM2-135M-Instruct",
+             "--output_dir", str(output_dir), "--learning_rate", "5e-5", "--num_train_epochs", "2",
+             "--per_device_train_batch_size", "1", "--max_length", "128", "--logging_steps", "1",
+             "--save_strategy", "no", "--report_to", "none", "--seed", "0"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [m.communicate(timeout=900)[0] for m in machines]
+    for rank, (machine, output) in enumerate(zip(machines, outputs)):
+        assert machine.returncode == 0, f"machine {rank}:\n{output[-5000:]}"
+    meta = assert_trained(output_dir)
+    assert meta["counts"]["world_size"] == 2
+    assert "[dpo]" in outputs[0] and "[dpo]" not in outputs[1]  # only the main process reports and writes
+
+
 def test_kto_from_scored_candidates(tmp_path):
     rewards = write_jsonl(tmp_path / "rewards.jsonl", rewards_rows())
     train(tmp_path, "kto", "--kto_source", "rewards", "--rewards_path", str(rewards),
