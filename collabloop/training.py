@@ -136,9 +136,9 @@ def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict
     describe_accelerator(trainer, stage.counts)
     trainer.train()
     metrics = save_trained(trainer, tokenizer, partial_dir_for(output_dir), lora)
+    stage.counts["train_steps"] = metrics.get("steps", 0)  # before publish, which writes the meta
     if is_main_process():
         publish(partial_dir_for(output_dir), output_dir, stage)
-    stage.counts["train_steps"] = metrics.get("steps", 0)
     return metrics
 
 
