@@ -45,20 +45,9 @@ class TreeRSS:
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def sample(self) -> int:
-        import psutil
+        from demo_iteration import tree_rss  # bench/ is on sys.path when a bench script runs
 
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return tree_rss(self.pid)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
