@@ -77,7 +77,8 @@ class PolicyArgs:
     top_p: float = _help("Policy nucleus sampling threshold.", default=1.0)
     max_new_tokens: int = _help("Most tokens in one policy reply.", default=128)
     seed: int = _help("Base seed; every engine batch derives its own seed from it.", default=0)
-    dtype: str = _help("vLLM dtype: 'auto' (bfloat16 on CPU), 'bfloat16', 'float16' or 'float32'.", default="auto")
+    dtype: str = _help("vLLM dtype: 'auto' (vLLM's choice on GPU; on CPU bfloat16 where the CPU has native bf16, "
+                       "else float32), 'bfloat16', 'float16' or 'float32'.", default="auto")
     max_model_len: int = _help("vLLM context length in tokens.", default=2048)
     kv_cache_gib: int = _help("KV cache size for vLLM on CPU (VLLM_CPU_KVCACHE_SPACE), whole GiB.", default=1)
     enforce_eager: bool = _help(
