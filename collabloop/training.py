@@ -37,9 +37,12 @@ def machine_defaults() -> dict:
 
     if torch.cuda.is_available():
         return {}
+    from collabloop.policy import cpu_has_native_bf16
+
     # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them.
-    # TRL defaults to bf16, which transformers allows on CPU only with use_cpu.
-    return {"ddp_backend": "gloo", "use_cpu": True}
+    # TRL defaults to bf16, which transformers allows on CPU only with use_cpu. Without hardware bf16
+    # it is emulated: a 4-pair DPO step took 34 s in bf16 on a 2-core AVX2-only EPYC.
+    return {"ddp_backend": "gloo", "use_cpu": True, "bf16": cpu_has_native_bf16()}
 
 
 @dataclass(frozen=True)

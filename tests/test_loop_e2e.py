@@ -83,12 +83,11 @@ def test_run_loop_tiny(model_dir, tmp_path):
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
 
-    # The same loop with every per-record stage split over 2 shards writes the same records, in the same
-    # order. It starts from the first run's LLM cache, and on the same port, because the cache keys a request by
-    # the server's address: the server's sampling cannot be seeded per request on CPU. On CPU each shard's
-    # vLLM engine gets its own core, where the unsharded run's engine had both, and bf16 sums in another order
-    # can flip a rare sampled token. So the engine-free files are compared byte for byte and the rest by id,
-    # order and shape; tests/test_shards.py shows byte-identical shards for a deterministic stage.
+    # The same loop with every per-record stage split over 2 shards writes the same bytes. It starts from the
+    # first run's LLM cache, and on the same port, because the cache keys a request by the server's address:
+    # the server's sampling cannot be seeded per request on CPU. Each shard's vLLM engine gets its own core,
+    # where the unsharded run's engine had both; in float32 (the CPU default without native bf16) the
+    # samples do not depend on the thread count.
     sharded_dir = tmp_path / "sharded"
     sharded_dir.mkdir()
     shutil.copy(run_dir / "llm_cache.sqlite", sharded_dir / "llm_cache.sqlite")
@@ -101,23 +100,12 @@ def test_run_loop_tiny(model_dir, tmp_path):
     assert sharded.stdout.count("[merge]") == 5  # evaluate of iteration 0; generate, simulate, annotate, evaluate of 1
     for name in ("generations", "simulations", "rewards"):
         assert (sharded_dir / "iter_1" / f"{name}.shard1-of-2.jsonl").stat().st_size > 0  # both shards had work
-    assert (sharded_dir / "iter_1" / "contexts.jsonl").read_bytes() == (it / "contexts.jsonl").read_bytes()
-    for path, kind in [("iter_0/eval/conversations.jsonl", None), ("iter_1/eval/conversations.jsonl", None),
-                       ("iter_1/generations.jsonl", Generation), ("iter_1/simulations.jsonl", Simulation),
-                       ("iter_1/rewards.jsonl", Rewarded)]:
-        ours, theirs = (read_jsonl_ids(d / path) for d in (sharded_dir, run_dir))
-        assert ours == theirs, path
-        if kind is not None:
-            assert [shape(r) for r in read_records(sharded_dir / path, kind)] == \
-                   [shape(r) for r in read_records(run_dir / path, kind)], path
+    for path in ["iter_0/eval/conversations.jsonl", *(f"iter_1/{name}.jsonl" for name in
+                 ("contexts", "generations", "simulations", "rewards", "pairs")), "iter_1/eval/conversations.jsonl"]:
+        ours, theirs = (sharded_dir / path).read_text().splitlines(), (run_dir / path).read_text().splitlines()
+        assert [json.loads(line)["id"] for line in ours] == [json.loads(line)["id"] for line in theirs], path
+        differing = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+        assert not differing, f"{path}: lines {differing} differ between the sharded and the unsharded run"
     for i in (0, 1):
-        assert json.loads((sharded_dir / f"iter_{i}" / "eval" / "summary.json").read_text())["num_conversations"] == 4
-
-
-def shape(record) -> list[int]:
-    """Candidates per record, and futures per candidate where there are futures."""
-    return [len(per) for per in record.futures] if hasattr(record, "futures") else [len(record.responses)]
-
-
-def read_jsonl_ids(path) -> list[str]:
-    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+        summaries = [json.loads((d / f"iter_{i}" / "eval" / "summary.json").read_text()) for d in (sharded_dir, run_dir)]
+        assert summaries[0]["metrics"] == summaries[1]["metrics"]
