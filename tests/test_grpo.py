@@ -34,7 +34,9 @@ def test_grpo_with_the_multiturn_reward(simulator, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    meta = assert_trained(tmp_path / "grpo" / "model", min_logged_steps=3)
+    # On-policy GRPO with beta 0 has a loss of zero up to rounding (the ratio is 1 and each group's advantages
+    # sum to zero) while its gradient is not zero: the weights must change, the loss need not move.
+    meta = assert_trained(tmp_path / "grpo" / "model", min_logged_steps=3, loss_moves=False)
     assert meta["counts"]["futures"] > 0 and meta["counts"]["futures_failed"] == 0
     logs = json.loads((tmp_path / "grpo" / "model" / "train_metrics.json").read_text())["log_history"]
     rewards = [e["rewards/multiturn_reward/mean"] for e in logs if "rewards/multiturn_reward/mean" in e]

@@ -60,12 +60,14 @@ def train(tmp_path, algorithm: str, *extra: str) -> subprocess.CompletedProcess:
     return result
 
 
-def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: int = 3) -> dict:
+def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: int = 3, loss_moves: bool = True) -> dict:
     from safetensors.torch import load_file
 
     metrics = json.loads((model_dir / "train_metrics.json").read_text())
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
-    assert len(losses) >= min_logged_steps and len(set(round(x, 6) for x in losses)) > 1, f"the loss did not move: {losses}"
+    assert len(losses) >= min_logged_steps, f"{len(losses)} logged losses, expected at least {min_logged_steps}"
+    if loss_moves:
+        assert len(set(round(x, 6) for x in losses)) > 1, f"the loss did not move: {losses}"
     before = load_file(REPO / "models/SmolLM2-135M-Instruct/model.safetensors")
     after = load_file(model_dir / "model.safetensors")
     assert set(before) <= set(after)
