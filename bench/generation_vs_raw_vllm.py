@@ -128,9 +128,9 @@ def worker_raw(spec: dict) -> dict:
     from vllm import LLM, SamplingParams
 
     prompts = [json.loads(line)["prompt"] for line in Path(spec["contexts_path"]).read_text().splitlines() if line]
-    dtype = spec["dtype"]
-    if dtype == "auto":  # as PolicyEngine resolves it
-        dtype = "bfloat16" if not torch.cuda.is_available() else "auto"
+    from collabloop.policy import resolve_dtype
+
+    dtype = resolve_dtype(spec["dtype"])  # as PolicyEngine resolves it
     start = time.perf_counter()
     llm = LLM(model=spec["model"], seed=spec["seed"], dtype=dtype, max_model_len=spec["max_model_len"],
               enable_prefix_caching=True, enforce_eager=spec["enforce_eager"])
