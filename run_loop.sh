@@ -6,7 +6,8 @@
 #   e.g. bash run_loop.sh configs/demo.yaml --num_iterations 1 --run_dir data/runs/try
 # Sets itself up (setup.sh) when needed. Stages whose output is complete and
 # was made from the same inputs and config are skipped, so rerunning after a
-# crash or Ctrl-C resumes where it stopped.
+# crash or Ctrl-C resumes where it stopped. The simulator/judge server starts
+# when the first stage that calls it has work to do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -44,7 +45,8 @@ fi
 # the unsharded command, which finds OUTPUT up to date (and, for evaluate, writes the summary).
 per_record() {
   local output="$1"; shift
-  if [ "$NUM_SHARDS" -le 1 ]; then "$PY" "$@"; return; fi
+  if [ "$NUM_SHARDS" -le 1 ]; then run_stage "$@"; return; fi
+  server_for "$@"
   local pids=() logs=() failed=0 s cores per
   cores=$(nproc)
   per=$(( cores / NUM_SHARDS )); [ "$per" -gt 0 ] || per=1
@@ -92,8 +94,17 @@ trap 'exit 143' TERM
 SIM_ARGS=()
 JUDGE_ARGS=()
 ASSISTANT_ARGS=()
+API_BASE=""
 if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
   PORT="$LOOP_SIMULATOR_PORT"
+  API_BASE="http://127.0.0.1:$PORT/v1"
+  SIM_ARGS=(--simulator_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --simulator_api_base "$API_BASE")
+  JUDGE_ARGS=(--judge_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --judge_api_base "$API_BASE")
+  ASSISTANT_ARGS=(--assistant_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --assistant_api_base "$API_BASE")
+fi
+
+start_server() {  # the simulator/judge server, once per run
+  [ -n "$API_BASE" ] && [ -z "$SERVER_PID" ] || return 0
   if "$PY" -c "from collabloop.server import is_healthy; import sys; sys.exit(0 if is_healthy($PORT) else 1)"; then
     echo "error: something already answers on 127.0.0.1:$PORT; set loop.simulator_port to a free port" >&2
     exit 1
@@ -113,11 +124,18 @@ if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
     [ "$waited" -lt 300 ] || { echo "error: simulator server not healthy after 300s" >&2; exit 1; }
   done
   echo "simulator server healthy (pid $SERVER_PID)"
-  API_BASE="http://127.0.0.1:$PORT/v1"
-  SIM_ARGS=(--simulator_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --simulator_api_base "$API_BASE")
-  JUDGE_ARGS=(--judge_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --judge_api_base "$API_BASE")
-  ASSISTANT_ARGS=(--assistant_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --assistant_api_base "$API_BASE")
-fi
+}
+
+# server_for SCRIPT ARGS...: before a stage whose arguments name the server, start it, unless the stage's
+# output is up to date (asked with --check_up_to_date, which does no work): rerunning a finished loop
+# starts no server. Any other answer, an error included, starts it; the stage itself then reports.
+server_for() {
+  [ -n "$API_BASE" ] && [ -z "$SERVER_PID" ] || return 0
+  case " $* " in *" $API_BASE "*) ;; *) return 0 ;; esac
+  "$PY" "$@" --check_up_to_date >/dev/null 2>&1 || start_server
+}
+
+run_stage() { server_for "$@"; "$PY" "$@"; }  # run_stage SCRIPT ARGS...: one unsharded stage
 
 evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tasks
   [ -n "$LOOP_EVAL_TASKS" ] || return 0
@@ -130,7 +148,7 @@ evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tas
 if [ -n "$LOOP_EVAL_TASKS" ]; then
   echo "=== evaluation of the initial model ==="
   # The same openings for every model, so iterations are compared on equal terms.
-  "$PY" simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_EVAL_TASKS" --iteration 0 \
+  run_stage simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_EVAL_TASKS" --iteration 0 \
     --output_path "$RUN_DIR/eval_contexts.jsonl" --llm_cache_path "$CACHE" --continue_from "" "${SIM_ARGS[@]}"
   evaluate "$LOOP_INITIAL_MODEL" 0
 fi
@@ -144,10 +162,11 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
   if [ "$i" -gt 1 ] && [ "$LOOP_CONTINUE_CONVERSATIONS" = True ] && [ "$LOOP_ALGORITHM" != grpo ]; then
     CONTINUE=(--continue_from "$RUN_DIR/iter_$((i - 1))/rewards.jsonl")
   fi
-  "$PY" simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_TRAIN_TASKS" --iteration "$i" \
+  run_stage simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_TRAIN_TASKS" --iteration "$i" \
     --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}"
   if [ "$LOOP_ALGORITHM" = grpo ]; then
     # Online: the trainer samples replies itself and rewards each by simulated futures and the metrics.
+    start_server
     "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" \
       dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl" \
       --tasks_path "$LOOP_TRAIN_TASKS" --model_name_or_path "$POLICY" --output_dir "$ITER/model" \

@@ -68,15 +68,32 @@ class StageError(RuntimeError):
     """A stage cannot go on; the message says why and what to do."""
 
 
-def run_main(main) -> None:
-    """Run an entry script's main; user-facing errors become one line on stderr, exit 1."""
+# The exit status of `--check_up_to_date` when the stage has work to do (0: up to date; 1: an error).
+EXIT_NOT_UP_TO_DATE = 3
+
+
+def run_main(main, is_stage: bool = True) -> None:
+    """Run an entry script's main; user-facing errors become one line on stderr, exit 1.
+
+    For a stage (`is_stage`), `--check_up_to_date` among the arguments makes it only say
+    whether its output is up to date (exit 0) or not (exit 3), and do no work.
+    """
     import sys
 
     from collabloop.config import ConfigError
     from collabloop.records import RecordError
+    from collabloop.stage import StageRun, UpToDateAnswer
 
+    if is_stage and "--check_up_to_date" in sys.argv[1:]:
+        sys.argv.remove("--check_up_to_date")
+        StageRun.check_only = True
     try:
         main()
+        if StageRun.check_only:  # every stage asks before any work: this one has a bug
+            raise RuntimeError("--check_up_to_date: the stage finished without asking whether it was up to date")
+    except UpToDateAnswer as answer:
+        print(answer)
+        raise SystemExit(0 if answer.up_to_date else EXIT_NOT_UP_TO_DATE) from None
     except (ConfigError, RecordError, StageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -757,4 +757,4 @@ if __name__ == "__main__":
     from collabloop.cli import run_main, setup_logging
 
     setup_logging()
-    run_main(main)
+    run_main(main, is_stage=False)

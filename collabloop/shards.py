@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[merge] {meta['stage']}: {meta['counts']['records_out']} records from {num_shards} shards -> "
                   f"{options['output_path']} (slowest shard {meta['seconds']:.0f}s)")
 
-    run_main(run)
+    run_main(run, is_stage=False)
 
 
 if __name__ == "__main__":

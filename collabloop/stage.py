@@ -15,6 +15,11 @@ index is `shard_index` modulo `num_shards` and writes `X.shard<i>-of-<n>.jsonl`
 with its own partial, meta and config files. `collabloop.shards` merges the
 shards into `X.jsonl` with the meta an unsharded run would have written, so
 the unsharded command then finds its output up to date.
+
+`--check_up_to_date` on a stage's command line (handled by `cli.run_main`, like
+`make -q`) answers whether its output is up to date, with the exit status, and
+does no work: run_loop.sh uses it to start the simulator server only when a
+stage needs it.
 """
 
 from __future__ import annotations
@@ -79,8 +84,20 @@ def shard_output_path(output_path: str | Path, shard_index: int, num_shards: int
     return output_path.with_name(f"{output_path.stem}.shard{shard_index}-of-{num_shards}{output_path.suffix}")
 
 
+class UpToDateAnswer(Exception):
+    """Raised by `StageRun.up_to_date` in check-only mode, before any work: the answer."""
+
+    def __init__(self, stage: str, output_path: Path, up_to_date: bool):
+        super().__init__(f"[{stage}] {output_path} is {'up to date' if up_to_date else 'not up to date'}")
+        self.up_to_date = up_to_date
+
+
 class StageRun:
     """One run of a stage over its input records, writing `output_path`."""
+
+    # True for `--check_up_to_date` (set by `cli.run_main`): `up_to_date()` raises its answer as
+    # `UpToDateAnswer`, and every stage asks it before doing anything.
+    check_only: bool = False
 
     def __init__(
         self,
@@ -139,7 +156,10 @@ class StageRun:
         if complete and self.partial.path.is_file():  # (a trainer's `.partial` is its model folder: left alone)
             # Killed after the output and its meta were written, before the partial file was removed.
             self.partial.discard()
-        return complete and meta.get("fingerprint") == self.fingerprint
+        answer = complete and meta.get("fingerprint") == self.fingerprint
+        if StageRun.check_only:
+            raise UpToDateAnswer(self.name, self.output_path, answer)
+        return answer
 
     def begin(self) -> dict[str, Record]:
         """Load the records an interrupted run finished; returns them by id."""

@@ -80,6 +80,7 @@ def test_run_loop_tiny(model_dir, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert again.returncode == 0, again.stderr[-4000:]
+    assert "starting simulator server" not in again.stdout  # no stage had work for it
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
 

@@ -267,3 +267,31 @@ def test_pairs_script_max_random_with_a_seed(tmp_path):
 
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "is up to date" in again.stdout
+
+
+def test_check_up_to_date_answers_with_the_exit_status_and_does_no_work(tmp_path):
+    rewards_path = write_jsonl(tmp_path / "rewards.jsonl", [reward_row("r0", [0.25, 0.75])])
+    out_path = tmp_path / "pairs.jsonl"
+    cmd = [PYTHON, "dpo_iteration/pairs.py", "--rewards_path", str(rewards_path), "--output_path", str(out_path)]
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([*cmd, "--check_up_to_date"], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    before = check()
+    assert before.returncode == 3, before.stderr
+    assert before.stdout.strip() == f"[pairs] {out_path} is not up to date"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rewards.jsonl"]  # nothing written
+
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300).returncode == 0
+    after = check()
+    assert after.returncode == 0 and after.stdout.strip() == f"[pairs] {out_path} is up to date", after.stderr
+
+    # Changed input: not up to date again, and the finished output is left as it was.
+    written = out_path.read_bytes()
+    write_jsonl(rewards_path, [reward_row("r0", [0.25, 0.75]), reward_row("r1", [0.5, 0.0])])
+    assert check().returncode == 3 and out_path.read_bytes() == written
+
+    # A bad value is an error (exit 1), not an answer.
+    bad = subprocess.run([*cmd, "--min_margin", "x", "--check_up_to_date"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and "min_margin" in bad.stderr
