@@ -14,6 +14,7 @@ import argparse
 import json
 import socket
 import time
+from pathlib import Path
 
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.policy import PolicyEngine, SamplingSettings
@@ -22,6 +23,7 @@ from collabloop.server import SimulatorServer
 from simulate.rollout import Rollout, roll_out
 
 MODEL = "models/SmolLM2-135M-Instruct"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def free_port() -> int:
@@ -105,6 +107,8 @@ def main() -> None:
     result["speedup_batched_vs_one_at_a_time"] = round(
         (batched_tokens / batched_s) / (single_tokens / single_s), 2)
     result["batched_throughput_vs_raw_vllm"] = round((batched_tokens / batched_s) / (raw_tokens / raw_s), 3)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "simulate_batching.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"batched simulation is {result['speedup_batched_vs_one_at_a_time']}x faster per generated token "
           f"than one-at-a-time rollouts (wall time {single_s:.1f}s vs {batched_s:.1f}s), and reaches "
