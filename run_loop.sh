@@ -46,7 +46,9 @@ fi
 per_record() {
   local output="$1"; shift
   if [ "$NUM_SHARDS" -le 1 ]; then run_stage "$@"; return; fi
-  server_for "$@"
+  # The merged output up to date: nothing for the shards to do, whatever became of their own files.
+  if "$PY" "$@" --check_up_to_date >/dev/null 2>&1; then "$PY" "$@"; return; fi
+  if names_server "$@"; then start_server; fi
   local pids=() logs=() failed=0 s cores per
   cores=$(nproc)
   per=$(( cores / NUM_SHARDS )); [ "$per" -gt 0 ] || per=1
@@ -126,12 +128,14 @@ start_server() {  # the simulator/judge server, once per run
   echo "simulator server healthy (pid $SERVER_PID)"
 }
 
+# names_server SCRIPT ARGS...: whether a stage's arguments name the server (it calls the simulator or judge).
+names_server() { [ -n "$API_BASE" ] && case " $* " in *" $API_BASE "*) return 0 ;; *) return 1 ;; esac; }
+
 # server_for SCRIPT ARGS...: before a stage whose arguments name the server, start it, unless the stage's
 # output is up to date (asked with --check_up_to_date, which does no work): rerunning a finished loop
 # starts no server. Any other answer, an error included, starts it; the stage itself then reports.
 server_for() {
-  [ -n "$API_BASE" ] && [ -z "$SERVER_PID" ] || return 0
-  case " $* " in *" $API_BASE "*) ;; *) return 0 ;; esac
+  [ -z "$SERVER_PID" ] && names_server "$@" || return 0
   "$PY" "$@" --check_up_to_date >/dev/null 2>&1 || start_server
 }
 
