@@ -49,7 +49,11 @@ class RemoteCallArgs:
         "Most simulator/judge calls in flight at once (a local vLLM server batches them; lower it for rate-limited APIs).",
         default=64,
     )
-    llm_timeout_s: float = _help("Seconds before one simulator/judge call is abandoned.", default=120.0)
+    llm_timeout_s: float = _help(
+        "Seconds before one simulator/judge call is abandoned (then retried). The time spent queued at the server "
+        "counts: on a 2-core CPU a local server took over 120 s for a wave of 64 calls.",
+        default=600.0,  # the OpenAI Python client's default
+    )
     llm_max_retries: int = _help("Retries of a failed call (exponential backoff, capped at 4 s).", default=3)
     llm_cache_path: str = _help(
         "SQLite file caching simulator/judge responses by request; empty: 'llm_cache.sqlite' beside the output.",
