@@ -33,6 +33,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 logger = logging.getLogger(__name__)
 
+# Seconds before one call is abandoned (then retried): the OpenAI Python client's default. The time a call
+# waits queued at the server counts, and on a 2-core CPU a local server took over 120 s for a wave of 64 calls.
+DEFAULT_TIMEOUT_S = 600.0
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -133,7 +137,7 @@ class LLMClient:
     endpoint: Endpoint
     cache: ResponseCache | None = None
     max_concurrency: int = 16
-    timeout_s: float = 60.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 4.0

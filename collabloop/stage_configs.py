@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from collabloop.config import ConfigError
+from collabloop.llm_client import DEFAULT_TIMEOUT_S
 
 
 def _help(text: str, **kw):
@@ -52,7 +53,7 @@ class RemoteCallArgs:
     llm_timeout_s: float = _help(
         "Seconds before one simulator/judge call is abandoned (then retried). The time spent queued at the server "
         "counts: on a 2-core CPU a local server took over 120 s for a wave of 64 calls.",
-        default=600.0,  # the OpenAI Python client's default
+        default=DEFAULT_TIMEOUT_S,
     )
     llm_max_retries: int = _help("Retries of a failed call (exponential backoff, capped at 4 s).", default=3)
     llm_cache_path: str = _help(
