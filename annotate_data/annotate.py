@@ -6,10 +6,10 @@
         --metric_weights '{accuracy: 1, interactivity: 1, token_amount: -1.0e-4}'
 """
 
+from annotate_data.scoring import run
 from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage_configs import AnnotateConfig
-from annotate_data.scoring import run
 
 
 def main(argv=None):

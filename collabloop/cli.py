@@ -26,7 +26,9 @@ def cache_for(cfg, output_path: str) -> ResponseCache:
     return ResponseCache(path)
 
 
-def client_for(cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int) -> LLMClient:
+def client_for(
+    cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int
+) -> LLMClient:
     return LLMClient(
         Endpoint(model=model, api_base=api_base or None, temperature=temperature, max_tokens=max_tokens),
         cache=cache,

@@ -133,7 +133,10 @@ def _split_argv(argv: list[str]) -> tuple[str | None, dict[str, str], bool]:
 
 
 def format_help(section: str, classes: tuple[type, ...], doc: str | None) -> str:
-    lines = [doc.strip() + "\n" if doc else "", f"Usage: --config FILE.yaml (section '{section}:') and/or --key value ...\n"]
+    lines = [
+        doc.strip() + "\n" if doc else "",
+        f"Usage: --config FILE.yaml (section '{section}:') and/or --key value ...\n",
+    ]
     for cls in classes:
         lines.append(f"{cls.__name__}:")
         types_ = _resolved_types(cls)

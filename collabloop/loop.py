@@ -151,13 +151,15 @@ def format_summary(s: dict) -> str:
     if "pairs" in s:
         p = s["pairs"]
         dropped = {k: v for k, v in p.items() if k.startswith("dropped")}
-        lines.append(f"  pairs built: {p.get('records_out', 0)} of {p.get('records_in', 0)} records; dropped: {dropped or 'none'}")
+        lines.append(f"  pairs built: {p.get('records_out', 0)} of {p.get('records_in', 0)} records; "
+                     f"dropped: {dropped or 'none'}")
     if "train" in s:
         d = s["train"]
         if d.get("skipped"):
             lines.append(f"  training: skipped ({d['skipped']})")
         else:
-            line = f"  training: {d.get('steps')} steps, loss {d.get('first_loss', float('nan')):.4f} -> {d.get('last_loss', float('nan')):.4f}"
+            line = (f"  training: {d.get('steps')} steps, loss {d.get('first_loss', float('nan')):.4f} -> "
+                    f"{d.get('last_loss', float('nan')):.4f}")
             if "mean_rewards/accuracies" in d:
                 line += (f", reward accuracy {d['mean_rewards/accuracies']:.3f} (mean), "
                          f"{d['last_rewards/accuracies']:.3f} (last step)")

@@ -136,7 +136,9 @@ def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValu
         entry = item.task.metadata.get("entry_point")
         if item.task.task != "code" or not entry:
             programs.append(None)
-            out.append(MetricValue(None, f"pass_rate needs a code task with metadata.entry_point (task {item.task.id})"))
+            out.append(
+                MetricValue(None, f"pass_rate needs a code task with metadata.entry_point (task {item.task.id})")
+            )
             continue
         code = extract_code(item.window)
         if code is None:
@@ -186,7 +188,8 @@ What happened next:
 {window}
 
 How interactive and collaborative was the assistant in "What happened next"?
-A: very collaborative: it understood the user's need, asked a useful clarifying question when something was unclear, or answered exactly what was asked and checked with the user.
+A: very collaborative: it understood the user's need, asked a useful clarifying question when something was \
+unclear, or answered exactly what was asked and checked with the user.
 B: somewhat collaborative: it helped, but missed chances to clarify or ignored part of what the user said.
 C: passive or unhelpful: it ignored the user's need, rambled, or made assumptions without checking.
 
@@ -256,7 +259,9 @@ def ask_judge(
         score = from_logprobs(result.first_token_logprobs)
         if score is None:
             score = from_text(result.text)
-        out.append(MetricValue(score, None if score is not None else f"judge gave no {expected_answer}: {result.text[:80]!r}"))
+        out.append(
+            MetricValue(score, None if score is not None else f"judge gave no {expected_answer}: {result.text[:80]!r}")
+        )
     return out
 
 
@@ -286,7 +291,8 @@ The correct answer:
 The conversation:
 {window}
 
-Does the assistant's final answer in the conversation agree with the correct answer? Wording may differ; the substance must match. If the assistant gave no final answer, the answer is No.
+Does the assistant's final answer in the conversation agree with the correct answer? \
+Wording may differ; the substance must match. If the assistant gave no final answer, the answer is No.
 
 Answer with one word: Yes or No."""
 
@@ -316,7 +322,9 @@ def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[Metri
     """LLM judge: does the final answer agree with the task's reference? For free-form answers that
     no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""
     prompts = [
-        JUDGE_ACCURACY_PROMPT.format(goal=item.task.goal, reference=item.task.reference, window=render_transcript(item.window))
+        JUDGE_ACCURACY_PROMPT.format(
+            goal=item.task.goal, reference=item.task.reference, window=render_transcript(item.window)
+        )
         for item in items
     ]
     return ask_judge("judge_accuracy", prompts, res, expected_verdict, parse_verdict, "Yes/No")

@@ -81,7 +81,6 @@ class PolicyEngine:
         enforce_eager: bool = True,
     ):
         configure_vllm_env(kv_cache_gib)
-        import torch
         from vllm import LLM
 
         self.model = model

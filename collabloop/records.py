@@ -223,7 +223,9 @@ class Simulation(Generation):
         futures = _list(_req(obj, "futures", where), "futures", where)
         if len(futures) != len(out["responses"]):
             raise RecordError(
-                where, "futures", f"holds {len(futures)} lists for {len(out['responses'])} responses; need one per response"
+                where,
+                "futures",
+                f"holds {len(futures)} lists for {len(out['responses'])} responses; need one per response",
             )
         out["futures"] = [
             [_parse_future(f, f"futures[{k}][{s}]", where) for s, f in enumerate(_list(per, f"futures[{k}]", where))]
@@ -234,7 +236,10 @@ class Simulation(Generation):
 
 def _parse_metric_entry(value: Any, key: str, where: str) -> dict:
     entry = _dict(value, key, where)
-    values = [_opt_float(v, f"{key}.values[{i}]", where) for i, v in enumerate(_list(_req(entry, "values", where), f"{key}.values", where))]
+    values = [
+        _opt_float(v, f"{key}.values[{i}]", where)
+        for i, v in enumerate(_list(_req(entry, "values", where), f"{key}.values", where))
+    ]
     errors = entry.get("errors", [None] * len(values))
     errors = _list(errors, f"{key}.errors", where)
     if len(errors) != len(values):
@@ -263,7 +268,10 @@ class Rewarded(Simulation):
             if len(value) != num:
                 raise RecordError(where, name, f"holds {len(value)} entries for {num} responses; need one per response")
         out["metrics"] = [
-            {m: _parse_metric_entry(e, f"metrics[{k}].{m}", where) for m, e in _dict(per, f"metrics[{k}]", where).items()}
+            {
+                m: _parse_metric_entry(e, f"metrics[{k}].{m}", where)
+                for m, e in _dict(per, f"metrics[{k}]", where).items()
+            }
             for k, per in enumerate(metrics)
         ]
         out["rewards"] = [_opt_float(r, f"rewards[{k}]", where) for k, r in enumerate(rewards)]

@@ -22,7 +22,6 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 NOBODY = 65534
 

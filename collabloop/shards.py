@@ -112,8 +112,8 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
     records = [read_records(p, RECORD_TYPES[stage]) for p in paths]
     for i, (meta, recs) in enumerate(zip(metas, records)):
         if len(recs) != meta["counts"].get("records_out"):
-            raise StageError(f"{paths[i]} holds {len(recs)} records, its meta says {meta['counts'].get('records_out')}; "
-                             "rerun that shard")
+            raise StageError(f"{paths[i]} holds {len(recs)} records, "
+                             f"its meta says {meta['counts'].get('records_out')}; rerun that shard")
     merged = interleave(records, first["shard"]["chunk_size"])
     seen: dict[str, int] = {}
     for i, recs in enumerate(records):

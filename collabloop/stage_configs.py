@@ -8,7 +8,6 @@ every section before anything runs.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 from collabloop.config import ConfigError
@@ -22,7 +21,8 @@ def _help(text: str, **kw):
 @dataclass
 class SimulatorArgs:
     simulator_model: str = _help(
-        "litellm model name of the user simulator, e.g. 'hosted_vllm/simulator' (a local vLLM server) or 'gpt-4o-mini'.",
+        "litellm model name of the user simulator, e.g. 'hosted_vllm/simulator' (a local vLLM server) "
+        "or 'gpt-4o-mini'.",
         default="hosted_vllm/simulator",
     )
     simulator_api_base: str | None = _help(
@@ -47,7 +47,8 @@ class SimulatorArgs:
 @dataclass
 class RemoteCallArgs:
     llm_max_concurrency: int = _help(
-        "Most simulator/judge calls in flight at once (a local vLLM server batches them; lower it for rate-limited APIs).",
+        "Most simulator/judge calls in flight at once (a local vLLM server batches them; lower it for "
+        "rate-limited APIs).",
         default=64,
     )
     llm_timeout_s: float = _help(
@@ -77,7 +78,10 @@ class RemoteCallArgs:
 
 @dataclass
 class PolicyArgs:
-    model: str = _help("Policy model directory (the current iteration's checkpoint).", default="models/SmolLM2-135M-Instruct")
+    model: str = _help(
+        "Policy model directory (the current iteration's checkpoint).",
+        default="models/SmolLM2-135M-Instruct",
+    )
     temperature: float = _help("Policy sampling temperature.", default=0.8)
     top_p: float = _help("Policy nucleus sampling threshold.", default=1.0)
     max_new_tokens: int = _help("Most tokens in one policy reply.", default=128)
@@ -119,7 +123,8 @@ class ShardArgs:
             raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ConfigError(
-                f"shard_index must be in 0..{self.num_shards - 1} (num_shards={self.num_shards}), got {self.shard_index}"
+                f"shard_index must be in 0..{self.num_shards - 1} (num_shards={self.num_shards}), "
+                f"got {self.shard_index}"
             )
 
 
@@ -170,7 +175,10 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
     """Simulation: S futures of w exchanges after each candidate, simulator vs policy."""
 
     generations_path: str = _help("Generations to simulate (JSONL).", default="generations.jsonl")
-    tasks_path: str = _help("Task set holding each context's hidden goal (JSONL).", default="data/tasks/math_demo_train.jsonl")
+    tasks_path: str = _help(
+        "Task set holding each context's hidden goal (JSONL).",
+        default="data/tasks/math_demo_train.jsonl",
+    )
     output_path: str = _help("Where to write the simulations (JSONL).", default="simulations.jsonl")
     num_futures: int = _help("S: simulated futures per candidate.", default=2)
     window_turns: int = _help("w: user/assistant exchanges simulated after the candidate.", default=2)
@@ -193,9 +201,15 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
 class JudgeArgs:
     """What the metrics need besides the conversation: a tokenizer, an LLM judge, a reward model."""
 
-    tokenizer: str = _help("Tokenizer that counts tokens for token_amount (the policy's).", default="models/SmolLM2-135M-Instruct")
+    tokenizer: str = _help(
+        "Tokenizer that counts tokens for token_amount (the policy's).",
+        default="models/SmolLM2-135M-Instruct",
+    )
     judge_model: str = _help("litellm model name of the LLM judge.", default="hosted_vllm/simulator")
-    judge_api_base: str | None = _help("Base URL of the judge server; null for API models.", default="http://127.0.0.1:8000/v1")
+    judge_api_base: str | None = _help(
+        "Base URL of the judge server; null for API models.",
+        default="http://127.0.0.1:8000/v1",
+    )
     judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
     judge_max_tokens: int = _help("Most tokens in one judge answer.", default=8)
     judge_top_logprobs: int | None = _help(
@@ -208,7 +222,10 @@ class JudgeArgs:
         default="",
     )
     reward_batch_size: int = _help("Conversations per reward-model forward pass (sorted by length).", default=16)
-    reward_max_length: int = _help("Longest conversation the reward model reads, in tokens (the end is kept).", default=2048)
+    reward_max_length: int = _help(
+        "Longest conversation the reward model reads, in tokens (the end is kept).",
+        default=2048,
+    )
 
     def _check_judge(self, metric_names) -> None:
         from collabloop.metrics import METRICS
@@ -259,11 +276,20 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs, ShardArgs):
 class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, ShardArgs):
     """Evaluation: full conversations between the policy and the simulator on held-out tasks, scored."""
 
-    contexts_path: str = _help("Opening contexts of the held-out tasks (JSONL, from make_contexts.py).", default="eval_contexts.jsonl")
-    tasks_path: str = _help("Held-out task set holding goals and references (JSONL).", default="data/tasks/math_demo_eval.jsonl")
+    contexts_path: str = _help(
+        "Opening contexts of the held-out tasks (JSONL, from make_contexts.py).",
+        default="eval_contexts.jsonl",
+    )
+    tasks_path: str = _help(
+        "Held-out task set holding goals and references (JSONL).",
+        default="data/tasks/math_demo_eval.jsonl",
+    )
     output_dir: str = _help("Folder for conversations.jsonl and summary.json.", default="eval")
     iteration: int = _help("Iteration the model comes from (0: the initial model); recorded in the summary.", default=0)
-    max_turns: int = _help("Most assistant turns in one conversation (it also ends when the user terminates).", default=4)
+    max_turns: int = _help(
+        "Most assistant turns in one conversation (it also ends when the user terminates).",
+        default=4,
+    )
     metrics: list[str] = _help(
         "Metrics scored on each conversation; 'turns' (assistant turns) is always added.",
         default_factory=lambda: ["accuracy", "interactivity", "token_amount"],
@@ -326,7 +352,10 @@ class PairsConfig:
 class LoraArgs:
     """LoRA (PEFT) for any trainer: off by default (full fine-tuning suits small models)."""
 
-    use_peft: bool = _help("Train LoRA adapters instead of all weights (as CollabLLM trains its 8B model).", default=False)
+    use_peft: bool = _help(
+        "Train LoRA adapters instead of all weights (as CollabLLM trains its 8B model).",
+        default=False,
+    )
     lora_r: int = _help("LoRA rank.", default=16)
     lora_alpha: int = _help("LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).", default=32)
     lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
@@ -360,7 +389,10 @@ class PreferenceArgs(LoraArgs):
 
     pairs_path: str = _help("Preference pairs (JSONL).", default="pairs.jsonl")
     rewards_path: str = _help("Scored candidates (JSONL); KTO reads them when kto_source is 'rewards'.", default="")
-    model_name_or_path: str = _help("Model to train (the previous iteration's).", default="models/SmolLM2-135M-Instruct")
+    model_name_or_path: str = _help(
+        "Model to train (the previous iteration's).",
+        default="models/SmolLM2-135M-Instruct",
+    )
     ref_model: str = _help(
         "Reference model of DPO/KTO; empty: the model being trained. The loop passes the initial model "
         "(loop.reference: previous passes the previous iteration's).",
@@ -389,7 +421,10 @@ class PreferenceArgs(LoraArgs):
 class SFTArgs(LoraArgs):
     """The SFT stage's own arguments; TRL's SFTConfig fields sit beside them in the `sft:` section."""
 
-    sft_path: str = _help("Conversations to imitate (JSONL of {id, messages}, ending with an assistant turn).", default="sft.jsonl")
+    sft_path: str = _help(
+        "Conversations to imitate (JSONL of {id, messages}, ending with an assistant turn).",
+        default="sft.jsonl",
+    )
     model_name_or_path: str = _help("Model to fine-tune.", default="models/SmolLM2-135M-Instruct")
 
     def __post_init__(self):
@@ -400,9 +435,15 @@ class SFTArgs(LoraArgs):
 class SFTDataConfig:
     """The SFT recipe: the best-scored conversations of a run become SFT examples."""
 
-    rewards_paths: list[str] = _help("Scored candidates (JSONL), e.g. every iteration's rewards.jsonl of a run.", default_factory=list)
+    rewards_paths: list[str] = _help(
+        "Scored candidates (JSONL), e.g. every iteration's rewards.jsonl of a run.",
+        default_factory=list,
+    )
     output_path: str = _help("Where to write the SFT examples (JSONL).", default="sft.jsonl")
-    min_reward: float | None = _help("Keep a context's best candidate only when its reward is at least this; null: always.", default=None)
+    min_reward: float | None = _help(
+        "Keep a context's best candidate only when its reward is at least this; null: always.",
+        default=None,
+    )
     include_future: bool = _help(
         "Also keep the best candidate's first simulated future, cut after its last assistant turn (a multi-turn "
         "example); false: the context and the best candidate only.",
@@ -419,7 +460,10 @@ class RewardModelArgs(LoraArgs):
     """The reward-model stage's own arguments; TRL's RewardConfig fields sit beside them in the `reward:` section."""
 
     pairs_path: str = _help("Preference pairs (JSONL) to learn from.", default="pairs.jsonl")
-    model_name_or_path: str = _help("Model to start from; a one-label score head is added.", default="models/SmolLM2-135M-Instruct")
+    model_name_or_path: str = _help(
+        "Model to start from; a one-label score head is added.",
+        default="models/SmolLM2-135M-Instruct",
+    )
     use_margin: bool = _help(
         "Train with each pair's reward gap as the margin: loss -log sigmoid(r_chosen - r_rejected - margin).",
         default=False,
@@ -435,21 +479,33 @@ class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
     also takes any field of TRL's GRPOConfig: num_generations, max_completion_length, beta, ...)."""
 
     contexts_path: str = _help("Contexts whose prompts the policy answers (JSONL).", default="contexts.jsonl")
-    tasks_path: str = _help("Task set holding each context's hidden goal and reference (JSONL).", default="data/tasks/math_demo_train.jsonl")
-    model_name_or_path: str = _help("Model to train (the previous iteration's).", default="models/SmolLM2-135M-Instruct")
+    tasks_path: str = _help(
+        "Task set holding each context's hidden goal and reference (JSONL).",
+        default="data/tasks/math_demo_train.jsonl",
+    )
+    model_name_or_path: str = _help(
+        "Model to train (the previous iteration's).",
+        default="models/SmolLM2-135M-Instruct",
+    )
     metric_weights: dict[str, float] = _help(
         "Metric name -> weight in the multiturn-aware reward of a sampled reply.",
         default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
     )
     term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
     num_futures: int = _help("S: simulated futures per sampled reply.", default=1)
-    window_turns: int = _help("w: user/assistant exchanges simulated after the reply (0: score the reply alone).", default=1)
+    window_turns: int = _help(
+        "w: user/assistant exchanges simulated after the reply (0: score the reply alone).",
+        default=1,
+    )
     assistant_model: str = _help(
         "litellm model that plays the assistant in the futures (the trained policy is not served while it "
         "trains; CollabLLM's verl recipe makes the same substitution).",
         default="hosted_vllm/simulator",
     )
-    assistant_api_base: str | None = _help("Base URL of the assistant model's server; null for API models.", default="http://127.0.0.1:8000/v1")
+    assistant_api_base: str | None = _help(
+        "Base URL of the assistant model's server; null for API models.",
+        default="http://127.0.0.1:8000/v1",
+    )
     assistant_max_tokens: int = _help("Most tokens in one simulated assistant turn.", default=128)
 
     def __post_init__(self):
@@ -471,14 +527,20 @@ class LoopConfig:
 
     run_dir: str = _help("Folder of the run (config, one iter_<i>/ per iteration).", default="data/runs/demo")
     num_iterations: int = _help("Iterations of generate -> simulate -> annotate -> pairs -> train.", default=2)
-    initial_model: str = _help("The starting policy, and the DPO reference model.", default="models/SmolLM2-135M-Instruct")
+    initial_model: str = _help(
+        "The starting policy, and the DPO reference model.",
+        default="models/SmolLM2-135M-Instruct",
+    )
     train_tasks: str = _help("Tasks to build contexts from each iteration.", default="data/tasks/math_demo_train.jsonl")
     simulator_model_path: str = _help(
         "Model the local simulator/judge server serves; empty: use an API model (see simulator_model).",
         default="models/SmolLM2-135M-Instruct",
     )
     simulator_port: int = _help("Port of the local simulator server on 127.0.0.1.", default=8000)
-    simulator_served_name: str = _help("Name the server serves the model under (hosted_vllm/<name>).", default="simulator")
+    simulator_served_name: str = _help(
+        "Name the server serves the model under (hosted_vllm/<name>).",
+        default="simulator",
+    )
     continue_conversations: bool = _help(
         "From iteration 2 on, contexts also continue the previous iteration's conversations (multi-turn data).",
         default=True,

@@ -23,7 +23,9 @@ def run(cfg: GenerateConfig) -> dict | None:
     contexts = read_records(cfg.contexts_path, Context)
     done, todo_chunks = stage.begin_chunks(contexts, cfg.batch_size)
     if todo_chunks:
-        engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager)
+        engine = PolicyEngine(
+            cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager
+        )
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         gen_info = {
             "model": cfg.model,

@@ -81,7 +81,9 @@ def run(cfg: ContextsConfig) -> dict | None:
                 dropped.add(context_id(task))
                 logger.warning("task %s: no opening message (%s)", task.id, result.error or "empty after cleaning")
                 continue
-            written.append(Context(id=context_id(task), task_id=task.id, prompt=[{"role": "user", "content": message}], turn=0))
+            written.append(
+                Context(id=context_id(task), task_id=task.id, prompt=[{"role": "user", "content": message}], turn=0)
+            )
         check_failures("opening messages", len(dropped), len(to_write), cfg.max_failure_fraction)
         stage.append(written)
         stage.counts["opening_from_simulator"] += len(written)

@@ -91,7 +91,9 @@ def run(cfg: SimulateConfig) -> dict | None:
     if todo_chunks:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)
-        engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager)
+        engine = PolicyEngine(
+            cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager
+        )
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         from tqdm.auto import tqdm
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Run the test suite; sets the environment up first when needed.
+# Run the lint and the test suite; sets the environment up first when needed.
+#   bash tests/run.sh                 everything (what CI runs)
+#   bash tests/run.sh -m "not slow"   the quick tier for development, under 2 minutes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash setup.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-exec "${COLLABLOOP_VENV:-.venv}/bin/python" -m pytest "$@"
+VENV="${COLLABLOOP_VENV:-.venv}"
+"$VENV/bin/ruff" check --quiet .  # lint first (pyproject.toml's configuration): seconds, not minutes
+exec "$VENV/bin/python" -m pytest "$@"

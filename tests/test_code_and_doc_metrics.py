@@ -92,7 +92,8 @@ def test_writes_outside_the_sandbox_folder_do_not_reach_the_host(tmp_path):
         "/ESCAPED_FROM_SANDBOX.txt",  # a root-owned folder
     ]
     program = "".join(
-        f"try:\n    open({path!r}, 'w').write('x')\n    print('WROTE')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+        f"try:\n    open({path!r}, 'w').write('x')\n    print('WROTE')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
         for path in targets
     ) + "open('inside.txt', 'w').write('fine')\n"
     result = run_python(program)
@@ -106,7 +107,9 @@ def test_bleu_is_word_level_with_known_values():
     task = Task(id="d", task="doc", goal="g", reference="The library is closed on Monday for repairs.")
     items = [
         ScoringItem(task, [], [{"role": "assistant", "content": "The library is closed on Monday for repairs."}]),
-        ScoringItem(task, [], [{"role": "assistant", "content": "Here it is:\n```\nThe library is closed on Monday for repairs.\n```"}]),
+        ScoringItem(task, [], [
+            {"role": "assistant", "content": "Here it is:\n```\nThe library is closed on Monday for repairs.\n```"},
+        ]),
         ScoringItem(task, [], [{"role": "assistant", "content": "Bananas are yellow."}]),
         ScoringItem(task, [], [{"role": "user", "content": "hi"}]),
     ]

@@ -31,9 +31,11 @@ def test_continues_with_the_best_candidate_and_its_longest_future():
 
 
 def test_reasons_a_conversation_ends():
-    assert continue_conversation(record([None, None], [[future("x")], [future("y")]]), 4) == (None, "no_scored_candidate")
+    assert continue_conversation(record([None, None], [[future("x")], [future("y")]]), 4) == (
+        None, "no_scored_candidate")
     assert continue_conversation(record([1.0, 0.0], [[future(error="boom")], [future("y")]]), 4) == (
         None, "no_simulated_user_turn")
     ended = record([1.0, 0.0], [[future("[[TERMINATE CHAT]]", terminated=True)], [future("y")]])
     assert continue_conversation(ended, 4) == (None, "user_ended_conversation")
-    assert continue_conversation(record([1.0, 0.0], [[future("more")], [future("y")]], turn=3), 4) == (None, "turn_limit")
+    assert continue_conversation(record([1.0, 0.0], [[future("more")], [future("y")]], turn=3), 4) == (
+        None, "turn_limit")

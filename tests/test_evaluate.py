@@ -18,7 +18,8 @@ METRICS = ["accuracy", "judge_accuracy", "interactivity", "token_amount"]
 
 def evaluate(tmp_path, simulator, model_dir, out: str, *extra):
     return stage(
-        "simulate/evaluate.py", "--contexts_path", tmp_path / "contexts.jsonl", "--tasks_path", tmp_path / "tasks.jsonl",
+        "simulate/evaluate.py", "--contexts_path", tmp_path / "contexts.jsonl",
+        "--tasks_path", tmp_path / "tasks.jsonl",
         "--output_dir", tmp_path / out, "--model", model_dir, "--max_turns", 3, "--max_new_tokens", 48,
         "--metrics", json.dumps(METRICS), "--tokenizer", model_dir, "--judge_api_base", simulator.api_base,
         "--llm_cache_path", tmp_path / "llm_cache.sqlite", "--iteration", 0, *remote(simulator), *extra,

@@ -14,8 +14,8 @@ from collabloop.records import (
     Generation,
     Pair,
     Rewarded,
-    Simulation,
     SFTExample,
+    Simulation,
     Task,
 )
 from tests.conftest import REPO, math_task, write_jsonl

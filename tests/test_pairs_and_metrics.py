@@ -1,13 +1,19 @@
 """Pair building and the metrics that need no server: exact expected values."""
 
+import math
 from collections import Counter
 
 import pytest
 
-import math
-
 from collabloop.metrics import (
-    MetricResources, MetricValue, ScoringItem, combine, expected_grade, expected_verdict, get_metric, parse_grade,
+    MetricResources,
+    MetricValue,
+    ScoringItem,
+    combine,
+    expected_grade,
+    expected_verdict,
+    get_metric,
+    parse_grade,
     parse_verdict,
 )
 from collabloop.records import Rewarded, Task
@@ -63,7 +69,9 @@ def test_accuracy_reads_the_final_answer_given():
     corrected = item("It is 5.")
     corrected.window += [{"role": "user", "content": "sure?"}, {"role": "assistant", "content": "Sorry, it is 6."}]
     answered_then_chatted = item("It is 5.")
-    answered_then_chatted.window += [{"role": "user", "content": "thanks"}, {"role": "assistant", "content": "Glad to help!"}]
+    answered_then_chatted.window += [
+        {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "Glad to help!"},
+    ]
     values = accuracy([asked_first, corrected, answered_then_chatted], MetricResources())
     assert [v.value for v in values] == [1.0, 0.0, 1.0]
 

@@ -13,12 +13,12 @@ import subprocess
 
 import pytest
 
+from annotate_data.scoring import run as annotate
 from collabloop.cli import StageError
 from collabloop.config import ConfigError
 from collabloop.shards import merge_shards
 from collabloop.stage import shard_output_path
 from collabloop.stage_configs import AnnotateConfig
-from annotate_data.scoring import run as annotate
 from tests.conftest import PYTHON, REPO, math_task, write_jsonl
 
 NUM_RECORDS = 5
@@ -106,11 +106,13 @@ def test_shard_settings_are_checked_and_the_merge_command_reports(model_dir, tmp
     for i in range(2):
         annotate(config(tmp_path, model_dir, "cli", num_shards=2, shard_index=i))
     out = tmp_path / "cli" / "rewards.jsonl"
-    merged = subprocess.run([PYTHON, "-m", "collabloop.shards", "merge", "--output_path", str(out), "--num_shards", "2"],
-                            cwd=REPO, capture_output=True, text=True)
+    merged = subprocess.run(
+        [PYTHON, "-m", "collabloop.shards", "merge", "--output_path", str(out), "--num_shards", "2"],
+        cwd=REPO, capture_output=True, text=True)
     assert merged.returncode == 0, merged.stderr
     assert f"[merge] annotate: {NUM_RECORDS} records from 2 shards -> {out}" in merged.stdout
-    missing = subprocess.run([PYTHON, "-m", "collabloop.shards", "merge", "--output_path", str(out), "--num_shards", "3"],
-                             cwd=REPO, capture_output=True, text=True)
+    missing = subprocess.run(
+        [PYTHON, "-m", "collabloop.shards", "merge", "--output_path", str(out), "--num_shards", "3"],
+        cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stderr.startswith("error: shard 0 of 3 is missing")
     assert "Traceback" not in missing.stderr

@@ -13,7 +13,8 @@ from pathlib import Path
 DOCS = [
     ("email", "moving the team meeting",
      "Hi all, the weekly team meeting moves from Tuesday to Thursday at 10 am, starting next week. "
-     "The room stays the same. Please update your calendars and tell me if Thursday does not work for you. Thanks, Dana"),
+     "The room stays the same. Please update your calendars and tell me if Thursday does not work for you. "
+     "Thanks, Dana"),
     ("notice", "a library closing for repairs",
      "The city library will be closed from March 3 to March 10 while the roof is repaired. "
      "Books can be returned in the drop box by the side door. Online loans continue as usual."),
