@@ -13,6 +13,8 @@ from tests.conftest import REPO, write_jsonl
 pytestmark = pytest.mark.slow
 
 QUESTIONS = [(2, 3), (4, 1), (3, 3), (5, 2)]
+ALGORITHMS = ["dpo", "cpo", "simpo", "orpo", "kto"]
+USES_REF = ("dpo", "kto")
 
 
 def pairs_rows() -> list[dict]:
@@ -41,23 +43,68 @@ def rewards_rows() -> list[dict]:
     return rows
 
 
-def train(tmp_path, algorithm: str, *extra: str) -> subprocess.CompletedProcess:
+ACCELERATE = str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate"
+COMMON = ["--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"]
+
+
+def preference_argv(out, algorithm: str, pairs, *extra: str) -> list[str]:
     # KTO's KL estimate needs at least 2 examples per device batch.
     batch_size = "2" if algorithm == "kto" else "1"
-    output_dir = tmp_path / algorithm / "model"
+    return ["--algorithm", algorithm, "--pairs_path", str(pairs),
+            "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(out / "model"),
+            "--learning_rate", "5e-5", "--num_train_epochs", "2", "--per_device_train_batch_size", batch_size,
+            "--max_length", "128", *COMMON, *extra]
+
+
+def launch_many(tmp_path, runs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
+    """Every run (name -> script, arguments) in one `accelerate launch` of ZeRO-2 over 2 gloo processes
+    (tests/train_many.py); returns each run's console output."""
+    spec = [{"script": script, "argv": argv} for script, argv in runs.values()]
+    spec_path = tmp_path / "runs.json"
+    spec_path.write_text(json.dumps(spec))
     result = subprocess.run(
-        [str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate",
-         "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
-         "dpo_iteration/train_preference.py", "--algorithm", algorithm,
-         "--pairs_path", str(write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())),
-         "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(output_dir),
-         "--learning_rate", "5e-5", "--num_train_epochs", "2", "--per_device_train_batch_size", batch_size,
-         "--max_length", "128", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-         "--seed", "0", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [ACCELERATE, "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
+         "tests/train_many.py", str(spec_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
+    outputs = result.stdout.split("=== run ")
+    assert len(outputs) == len(runs) + 1, result.stdout[-3000:]
+    return {name: outputs[i] for i, name in enumerate(runs)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Every trainer variant below, trained once in one launch; each test checks its own."""
+    from collabloop.stage_configs import SFTDataConfig
+    from sft.sft_data import build
+
+    tmp = tmp_path_factory.mktemp("trainers")
+    pairs = write_jsonl(tmp / "pairs.jsonl", pairs_rows())
+    rewards = write_jsonl(tmp / "rewards.jsonl", rewards_rows())
+    build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp / "sft.jsonl"), min_reward=0.9))
+    ref = ["--ref_model", "models/SmolLM2-135M-Instruct"]
+    train = "dpo_iteration/train_preference.py"
+    runs = {
+        algorithm: (train, preference_argv(tmp / algorithm, algorithm, pairs, *(ref if algorithm in USES_REF else [])))
+        for algorithm in ALGORITHMS
+    }
+    runs["dpo_rpo_lora"] = (train, preference_argv(
+        tmp / "dpo_rpo_lora", "dpo", pairs, "--rpo_alpha", "0.5", "--use_peft", "true", "--lora_r", "8",
+        "--precompute_ref_log_probs", "true"))
+    runs["kto_rewards"] = (train, preference_argv(
+        tmp / "kto_rewards", "kto", pairs, "--kto_source", "rewards", "--rewards_path", str(rewards),
+        "--desirable_weight", "1.0", "--undesirable_weight", "1.5"))
+    runs["sft"] = ("sft/run_sft.py", [
+        "--sft_path", str(tmp / "sft.jsonl"), "--model_name_or_path", "models/SmolLM2-135M-Instruct",
+        "--output_dir", str(tmp / "sft" / "model"), "--learning_rate", "5e-5", "--num_train_epochs", "3",
+        "--per_device_train_batch_size", "1", "--max_length", "128", *COMMON])
+    runs["rm"] = ("dpo_iteration/run_rm.py", [
+        "--pairs_path", str(pairs), "--model_name_or_path", "models/SmolLM2-135M-Instruct",
+        "--output_dir", str(tmp / "rm" / "model"), "--learning_rate", "1e-4", "--num_train_epochs", "3",
+        "--per_device_train_batch_size", "1", "--max_length", "128", "--center_rewards_coefficient", "0.01",
+        *COMMON])
+    return tmp, launch_many(tmp, runs)
 
 
 def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: int = 3, loss_moves: bool = True) -> dict:
@@ -79,12 +126,13 @@ def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: in
     return meta
 
 
-@pytest.mark.parametrize("algorithm", ["dpo", "cpo", "simpo", "orpo", "kto"])
-def test_algorithm_trains_under_zero2(tmp_path, algorithm):
-    extra = ["--ref_model", "models/SmolLM2-135M-Instruct"] if algorithm in ("dpo", "kto") else []
-    result = train(tmp_path, algorithm, *extra)
-    meta = assert_trained(tmp_path / algorithm / "model")
-    assert f"[{algorithm}]" in result.stdout
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_algorithm_trains_under_zero2(trained, algorithm):
+    tmp, outputs = trained
+    meta = assert_trained(tmp / algorithm / "model")
+    assert f"[{algorithm}]" in outputs[algorithm]
     if algorithm == "simpo":  # ms-swift's defaults, not TRL's
         assert meta["config"]["loss_type"] == "simpo" and meta["config"]["beta"] == 2.0
         assert meta["config"]["simpo_gamma"] == 1.0
@@ -92,10 +140,9 @@ def test_algorithm_trains_under_zero2(tmp_path, algorithm):
         assert meta["counts"]["kto_desirable"] == 4 and meta["counts"]["kto_undesirable"] == 4
 
 
-def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(tmp_path):
-    train(tmp_path, "dpo", "--rpo_alpha", "0.5", "--use_peft", "true", "--lora_r", "8",
-          "--precompute_ref_log_probs", "true")
-    model_dir = tmp_path / "dpo" / "model"
+def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(trained):
+    tmp, _ = trained
+    model_dir = tmp / "dpo_rpo_lora" / "model"
     meta = assert_trained(model_dir)
     assert meta["config"]["loss_type"] == ["sigmoid", "sft"] and meta["config"]["loss_weights"] == [1.0, 0.5]
     assert (model_dir / "adapter" / "adapter_config.json").exists()
@@ -136,44 +183,32 @@ def test_dpo_across_two_machines(tmp_path):
     assert "[dpo]" in outputs[0] and "[dpo]" not in outputs[1]  # only the main process reports and writes
 
 
-def test_kto_from_scored_candidates(tmp_path):
-    rewards = write_jsonl(tmp_path / "rewards.jsonl", rewards_rows())
-    train(tmp_path, "kto", "--kto_source", "rewards", "--rewards_path", str(rewards),
-          "--desirable_weight", "1.0", "--undesirable_weight", "1.5")
-    meta = assert_trained(tmp_path / "kto" / "model")
+def test_kto_from_scored_candidates(trained):
+    tmp, _ = trained
+    meta = assert_trained(tmp / "kto_rewards" / "model")
     # Rewards 1.0, 0.0, 0.5 around their mean 0.5: one desirable, one undesirable, one at the mean dropped.
     assert meta["counts"]["kto_desirable"] == 4 and meta["counts"]["kto_undesirable"] == 4
     assert meta["counts"]["kto_dropped_at_mean"] == 4
 
 
-def launch(script: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [str(REPO / ".venv/bin/accelerate"), "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
-         script, *args, "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
-
-
-def test_sft_recipe_and_training_on_assistant_turns(tmp_path):
+def test_sft_recipe_and_training_on_assistant_turns(trained, tmp_path):
     from collabloop.stage_configs import SFTDataConfig
     from sft.sft_data import build, load_examples, prompt_completion_rows
 
+    tmp, outputs = trained
     rewards = write_jsonl(tmp_path / "rewards.jsonl", rewards_rows())
-    counts = build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp_path / "sft.jsonl"), min_reward=0.9))
+    counts = build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp_path / "sft.jsonl"),
+                                 min_reward=0.9))
     assert counts["records_out"] == 4
     examples = load_examples(str(tmp_path / "sft.jsonl"))
     assert [e.messages[-1]["content"] for e in examples] == [f"{a + b}" for a, b in QUESTIONS]  # the best candidate
     assert build(SFTDataConfig(rewards_paths=[str(rewards)], output_path=str(tmp_path / "none.jsonl"),
                                min_reward=2.0))["dropped_below_min_reward"] == 4
+    # The fixture trained on a file built the same way.
+    assert (tmp / "sft.jsonl").read_bytes() == (tmp_path / "sft.jsonl").read_bytes()
 
-    result = launch("sft/run_sft.py", "--sft_path", str(tmp_path / "sft.jsonl"),
-                    "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(tmp_path / "sft" / "model"),
-                    "--learning_rate", "5e-5", "--num_train_epochs", "3", "--per_device_train_batch_size", "1",
-                    "--max_length", "128")
-    assert "[sft]" in result.stdout
-    meta = assert_trained(tmp_path / "sft" / "model")
+    assert "[sft]" in outputs["sft"]
+    meta = assert_trained(tmp / "sft" / "model")
     assert meta["counts"]["assistant_turns"] == 4
 
     # Every assistant turn of a multi-turn conversation is a completion; user turns never are.
@@ -186,14 +221,11 @@ def test_sft_recipe_and_training_on_assistant_turns(tmp_path):
     assert rows[1]["prompt"] == convo.messages[:3]
 
 
-def test_reward_model_learns_the_pairs_and_scores_candidates(tmp_path, model_dir):
+def test_reward_model_learns_the_pairs_and_scores_candidates(trained):
     from collabloop.reward_model import RewardModelScorer
 
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())
-    model_out = tmp_path / "rm" / "model"
-    launch("dpo_iteration/run_rm.py", "--pairs_path", str(pairs), "--model_name_or_path", "models/SmolLM2-135M-Instruct",
-           "--output_dir", str(model_out), "--learning_rate", "1e-4", "--num_train_epochs", "3",
-           "--per_device_train_batch_size", "1", "--max_length", "128", "--center_rewards_coefficient", "0.01")
+    tmp, _ = trained
+    model_out = tmp / "rm" / "model"
     metrics = json.loads((model_out / "train_metrics.json").read_text())
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
     assert losses[-1] < losses[0], f"reward-model loss did not fall: {losses}"
