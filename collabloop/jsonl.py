@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from collabloop.failpoints import failpoint
 from collabloop.records import Record, RecordError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+                raise RecordError(
+                    f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
             yield line_no, obj
 
 
@@ -53,7 +56,9 @@ def read_records(path: str | Path, record_type: type[R]) -> list[R]:
     for line_no, obj in iter_json_lines(path):
         record = record_type.from_dict(obj, f"{path}:{line_no}")
         if record.id in seen:
-            raise RecordError(f"{path}:{line_no}", "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})")
+            raise RecordError(
+                f"{path}:{line_no}", "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})"
+            )
         seen[record.id] = line_no
         records.append(record)
     return records
@@ -73,6 +78,8 @@ def atomic_file(path: str | Path) -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if path.suffix == ".jsonl":  # a stage's output (its meta and config are .json and .yaml)
+            failpoint("output_written")
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -92,7 +99,9 @@ def read_records_with_tasks(path: str | Path, record_type: type[R], tasks_path: 
     tasks = {t.id: t for t in read_records(tasks_path, Task)}
     for record in records:
         if record.task_id not in tasks:
-            raise RecordError(f"{path}", "task_id", f"record {record.id!r} names task {record.task_id!r}, not in {tasks_path}")
+            raise RecordError(
+                f"{path}", "task_id", f"record {record.id!r} names task {record.task_id!r}, not in {tasks_path}"
+            )
     return records, tasks
 
 
@@ -152,7 +161,8 @@ class PartialOutput:
         except RecordError as e:
             raise RecordError(
                 e.where, e.field_name,
-                f"{e.problem}. The partial file of an interrupted run is damaged; delete {self.path} to redo this stage",
+                f"{e.problem}. The partial file of an interrupted run is damaged; "
+                f"delete {self.path} to redo this stage",
             ) from None
         return self.records
 
@@ -165,7 +175,9 @@ class PartialOutput:
         records = list(records)
         for record in records:
             if record.id in self.records:
-                raise ValueError(f"record {record.id!r} is already in {self.path}; a stage must not redo finished records")
+                raise ValueError(
+                    f"record {record.id!r} is already in {self.path}; a stage must not redo finished records"
+                )
         if not records:
             return
         if self._file is None:
@@ -184,6 +196,7 @@ class PartialOutput:
             raise OSError(e.errno, e.strerror, str(self.path)) from None
         for record in records:
             self.records[record.id] = record
+        failpoint("append")
 
     def close(self) -> None:
         if self._file is not None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from collabloop.config import config_to_dict, save_config
+from collabloop.failpoints import failpoint
 from collabloop.jsonl import PartialOutput, write_json
 from collabloop.records import Record
 
@@ -136,7 +137,9 @@ class StageRun:
         self.base_fingerprint = digest.hexdigest()
         self.fingerprint = (
             self.base_fingerprint if self.num_shards == 1
-            else hashlib.sha256(f"{self.base_fingerprint}/shard{self.shard_index}-of-{self.num_shards}".encode()).hexdigest()
+            else hashlib.sha256(
+                f"{self.base_fingerprint}/shard{self.shard_index}-of-{self.num_shards}".encode()
+            ).hexdigest()
         )
 
     def _read_meta(self) -> dict | None:
@@ -205,13 +208,16 @@ class StageRun:
         self.partial.append(records)
 
     def finish(self, order: list[str]) -> dict:
-        """Write the output in `order` (input order; a shard keeps its own ids), then the meta, then drop the partial."""
+        """Write the output in `order` (input order; a shard keeps its own ids), then the meta, then drop the
+        partial."""
         if self.shard_ids is not None:
             order = [i for i in order if i in self.shard_ids]
         count = self.partial.write_output(order)
+        failpoint("output_renamed")
         self.counts["records_out"] = count
         meta = self._meta("complete")
         write_json(self.meta_path, meta)
+        failpoint("meta_written")
         self.partial.discard()
         return meta
 

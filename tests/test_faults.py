@@ -1,4 +1,4 @@
-"""Faults: every stage killed at random moments, damaged partial files, the simulator server dying
+"""Faults: every stage killed mid-run and while it finishes, damaged partial files, the simulator server dying
 mid-stage, and a full disk. Each ends with the records an uninterrupted run writes, or a clear error
 that loses nothing.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from annotate_data.scoring import run as annotate
 from collabloop.cli import StageError
 from collabloop.records import RecordError
 from collabloop.stage_configs import AnnotateConfig
-from annotate_data.scoring import run as annotate
 from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -33,36 +33,14 @@ pytestmark = pytest.mark.slow
 def run_stage(script: str, *args, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
 def lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
-
-
-def kill_at_random_moments(argv: list[str], output: Path, total: int, kills: int, rng: random.Random) -> list[int]:
-    """Start the stage and SIGKILL it `kills` times, each at a random point of its progress.
-
-    A kill waits for a random number of finished records in the partial file (0: while the stage
-    starts up; `total`: while it writes its output and meta), then a random fraction of a second.
-    Returns how many records the partial file held after each kill.
-    """
-    partial = output.with_name(output.name + ".partial")
-    left = []
-    for _ in range(kills):
-        target = rng.randint(0, total)
-        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
-        deadline = time.time() + 600
-        while process.poll() is None and lines(partial) < target and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.2))
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        left.append(lines(partial))
-    return left
 
 
 def assert_same_as_uninterrupted(output: Path, reference: Path) -> None:
@@ -77,62 +55,95 @@ def contexts_rows(n: int) -> list[dict]:
             for i in range(n)]
 
 
-# --- every stage killed at random moments ---------------------------------------------------------------
+# --- every stage killed mid-run, and while it finishes -----------------------------------------------------
 
 
 def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str, list, int, int]]:
-    """stage -> (script, arguments but --output_path, records, kills); inputs are written under tmp_path."""
+    """stage -> (script, arguments but --output_path, records, the appended batch after which a fail point
+    kills it); inputs are written under tmp_path. Generate is killed from outside at a random moment in
+    tests/test_stages.py::test_generate_killed_at_a_random_moment_resumes_to_the_same_output."""
     n = 6
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3, with_prompt=i % 2 == 0)
                                                   for i in range(n)])
     contexts = write_jsonl(tmp_path / "contexts.jsonl", contexts_rows(n))
+    generations = write_jsonl(tmp_path / "inputs" / "generations.jsonl", [
+        {**row, "responses": [f"It is {3 + i}.", "Could you tell me more?"], "gen": {}}
+        for i, row in enumerate(contexts_rows(n))
+    ])
     cache = tmp_path / "llm_cache.sqlite"
     remote = ["--simulator_api_base", server.api_base, "--llm_cache_path", cache]
     judge = ["--judge_api_base", server.api_base, "--tokenizer", model_dir]
     policy = ["--model", model_dir, "--max_new_tokens", 24, "--batch_size", 1]
     simulations = tmp_path / "inputs" / "simulations.jsonl"
     return {
-        "contexts": ("simulate/make_contexts.py", ["--tasks_path", tasks, *remote], n, 2),
-        "generate": ("generation/generate.py", ["--contexts_path", contexts, "--num_candidates", 2, *policy], n, 2),
+        # The openings the tasks give are appended first, then those the simulator writes.
+        "contexts": ("simulate/make_contexts.py", ["--tasks_path", tasks, *remote], n, 1),
         "simulate": ("simulate/simulate_futures.py",
-                     ["--generations_path", tmp_path / "inputs" / "generations.jsonl", "--tasks_path", tasks,
-                      "--num_futures", 1, "--window_turns", 1, "--simulator_max_tokens", 24, *policy, *remote], n, 1),
+                     ["--generations_path", generations, "--tasks_path", tasks, "--num_futures", 1,
+                      "--window_turns", 1, "--simulator_max_tokens", 24, *policy, *remote], n, 2),
         "annotate": ("annotate_data/annotate.py",
                      ["--simulations_path", simulations, "--tasks_path", tasks, "--batch_size", 1, *judge, *remote[2:],
                       "--metric_weights", "{accuracy: 1, interactivity: 1, token_amount: -1e-4}"], n, 3),
+        # One batch: the kill lands between the last append and the output.
         "pairs": ("dpo_iteration/pairs.py", ["--rewards_path", tmp_path / "inputs" / "rewards.jsonl"], n, 1),
         "evaluate": ("simulate/evaluate.py",
-                     ["--contexts_path", contexts, "--tasks_path", tasks, "--max_turns", 2, "--simulator_max_tokens", 24,
-                      *policy, *remote, *judge], n, 1),
+                     ["--contexts_path", contexts, "--tasks_path", tasks, "--max_turns", 2,
+                      "--simulator_max_tokens", 24, *policy, *remote, *judge], n, 2),
     }
 
 
-OUTPUTS = {"contexts": "contexts.jsonl", "generate": "generations.jsonl", "simulate": "simulations.jsonl",
-           "annotate": "rewards.jsonl", "pairs": "pairs.jsonl", "evaluate": "eval/conversations.jsonl"}
+OUTPUTS = {"contexts": "contexts.jsonl", "simulate": "simulations.jsonl", "annotate": "rewards.jsonl",
+           "pairs": "pairs.jsonl", "evaluate": "eval/conversations.jsonl"}
 
 
-def test_every_stage_killed_at_random_moments_ends_with_the_uninterrupted_records(simulator, model_dir, tmp_path):
-    rng = random.Random(20261123)
+def killed_at(failpoint: str, script: str, *args) -> subprocess.CompletedProcess:
+    """Run the stage with a fail point (collabloop/failpoints.py) that SIGKILLs it; it must die there."""
+    result = subprocess.run([PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "COLLABLOOP_FAILPOINT": failpoint})
+    assert result.returncode == -signal.SIGKILL, f"{failpoint}: {result.returncode}\n{result.stderr[-3000:]}"
+    return result
+
+
+def test_every_stage_killed_mid_run_ends_with_the_uninterrupted_records(simulator, model_dir, tmp_path):
     cases = stage_cases(tmp_path, model_dir, simulator)
-    kills_landed_mid_run = {}
-    for name, (script, args, total, kills) in cases.items():
+    for name, (script, args, total, batch) in cases.items():
         out_args = lambda d: ["--output_dir", d.parent] if name == "evaluate" else ["--output_path", d]  # noqa: E731
         reference = tmp_path / "inputs" / OUTPUTS[name]
         run_stage(script, *args, *out_args(reference))
         output = tmp_path / "killed" / name / OUTPUTS[name]
-        argv = [PYTHON, script, *map(str, [*args, *out_args(output)])]
-        left = kill_at_random_moments(argv, output, total, kills, rng)
-        kills_landed_mid_run[name] = sum(0 < x < total for x in left)
+        killed_at(f"append:{batch}", script, *args, *out_args(output))
+        partial = output.with_name(output.name + ".partial")
+        kept = lines(partial)
+        assert 0 < kept <= total and not output.exists(), (name, kept)
+        if name != "pairs":
+            assert kept < total, f"{name}: the kill must land mid-run ({kept} of {total} records)"
         final = run_stage(script, *args, *out_args(output))
         assert "Traceback" not in final.stderr
+        assert f"resuming, {kept} records already finished" in final.stderr, final.stderr[-2000:]
         assert_same_as_uninterrupted(output, reference)
         if name == "evaluate":
             assert json.loads((output.parent / "summary.json").read_text())["num_conversations"] == total
-    # The engine stages take long enough per batch that kills land between batches (one kill each keeps CI
-    # within its time on a 2-core machine; the seed decides where); the fast ones (contexts,
-    # annotate with cached calls, pairs) are mostly caught starting up or finishing, and every byte a kill can
-    # cut a partial file at is covered by test_a_partial_file_cut_at_any_byte_is_repaired_and_resumed.
-    assert sum(kills_landed_mid_run[n] for n in ("generate", "simulate", "evaluate")) >= 1, kills_landed_mid_run
+
+
+@pytest.mark.parametrize("point", ["output_written", "output_renamed", "meta_written"])
+def test_a_kill_while_a_stage_finishes_ends_with_the_uninterrupted_records(tmp_path, point):
+    """Killed before the output's rename, between the output and its meta, or before the partial file is
+    removed: the rerun ends with the same output, marked complete, and no partial file."""
+    rewards = [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
+                "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": [1.0, 0.0, 0.5]}
+               for i, row in enumerate(contexts_rows(6))]
+    args = ["--rewards_path", write_jsonl(tmp_path / "rewards.jsonl", rewards)]
+    reference = tmp_path / "reference" / "pairs.jsonl"
+    run_stage("dpo_iteration/pairs.py", *args, "--output_path", reference)
+    output = tmp_path / "killed" / "pairs.jsonl"
+    killed_at(point, "dpo_iteration/pairs.py", *args, "--output_path", output)
+    meta = json.loads(output.with_name("pairs.meta.json").read_text())
+    assert meta["status"] == ("complete" if point == "meta_written" else "running")
+    assert output.exists() == (point != "output_written")
+    assert not list(output.parent.glob(".pairs.jsonl.*.tmp")) or point == "output_written"
+    final = run_stage("dpo_iteration/pairs.py", *args, "--output_path", output)
+    assert "Traceback" not in final.stderr
+    assert_same_as_uninterrupted(output, reference)
 
 
 def test_a_killed_training_run_leaves_no_model_and_reruns_to_a_complete_one(tmp_path):
@@ -174,8 +185,9 @@ def annotate_config(tmp_path: Path, model_dir: Path, out: str) -> AnnotateConfig
          "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
         for i, row in enumerate(contexts_rows(n))
     ])
-    return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks), output_path=str(tmp_path / out / "rewards.jsonl"),
-                          tokenizer=str(model_dir), metric_weights={"accuracy": 1.0, "token_amount": -1e-3}, batch_size=1)
+    return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks),
+                          output_path=str(tmp_path / out / "rewards.jsonl"), tokenizer=str(model_dir),
+                          metric_weights={"accuracy": 1.0, "token_amount": -1e-3}, batch_size=1)
 
 
 def interrupted(cfg: AnnotateConfig) -> tuple[Path, bytes]:
@@ -244,7 +256,7 @@ def test_damage_inside_a_partial_file_is_refused_with_file_line_and_fix(model_di
 # --- the simulator server dies mid-stage ---------------------------------------------------------------
 
 
-def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restart(model_dir, tmp_path):
+def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restart(simulator, model_dir, tmp_path):
     from collabloop.server import SimulatorServer
 
     n = 6
@@ -277,8 +289,10 @@ def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restar
     kept = partial.read_bytes()
     assert 2 <= len(kept.splitlines()) < n and not output.exists()
 
-    with SimulatorServer(str(model_dir), port, log_path=str(tmp_path / "server2.log")):
-        resumed = run_stage(*argv[1:])
+    # The restart: the session's server, at another address (how calls reach a server is not part of what
+    # a stage's output is made from, so the interrupted run resumes).
+    dead_api_base = f"http://127.0.0.1:{port}/v1"
+    resumed = run_stage(*[simulator.api_base if a == dead_api_base else a for a in argv[1:]])
     assert f"resumed={len(kept.splitlines())}" in resumed.stdout
     records = read_jsonl(output)
     assert [r["id"] for r in records] == [f"t{i}/turn0" for i in range(n)]  # none lost, none doubled

@@ -4,15 +4,15 @@ a real local vLLM OpenAI server for the simulator and judge (through litellm).""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from collabloop.records import Context, Generation, Pair, Rewarded, Simulation
 from collabloop.jsonl import read_records
+from collabloop.records import Context, Generation, Pair, Rewarded, Simulation
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run as make_contexts
 from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl
@@ -25,7 +25,9 @@ def stage(script: str, *args: str, check: bool = True) -> subprocess.CompletedPr
         [PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -87,7 +89,8 @@ def test_generate_simulate_annotate_pairs(simulator, model_dir, tmp_path):
             assert all(v > 0 for v in per["token_amount"]["values"])
             if rec.rewards[k] is not None:  # MR = mean over futures of the clipped weighted sum
                 futures = [
-                    per["accuracy"]["values"][s] + per["interactivity"]["values"][s] - 1e-4 * per["token_amount"]["values"][s]
+                    per["accuracy"]["values"][s] + per["interactivity"]["values"][s]
+                    - 1e-4 * per["token_amount"]["values"][s]
                     for s in range(2)
                     if per["interactivity"]["values"][s] is not None
                 ]
@@ -136,7 +139,9 @@ def test_failed_simulator_calls_are_recorded_and_never_scored(model_dir, tmp_pat
     assert "dropped_fewer_than_two_rewards=1" in out.stdout and "records_out=0" in out.stdout
 
 
-def test_generate_killed_mid_run_resumes_to_the_same_output(model_dir, tmp_path):
+def test_generate_killed_at_a_random_moment_resumes_to_the_same_output(model_dir, tmp_path):
+    """The suite's kill from outside at a random moment (the other stages are killed at chosen points by
+    fail points in tests/test_faults.py): after a random number of finished records and a random delay."""
     contexts = write_jsonl(tmp_path / "contexts.jsonl", [
         {"id": f"c{i}", "task_id": f"t{i}", "turn": 0,
          "prompt": [{"role": "user", "content": f"Tell me a short story about the number {i}."}]}
@@ -150,15 +155,18 @@ def test_generate_killed_mid_run_resumes_to_the_same_output(model_dir, tmp_path)
     partial = output.with_name("generations.jsonl.partial")
     process = subprocess.Popen([PYTHON, "generation/generate.py", *map(str, args), "--output_path", str(output)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rng = random.Random(20261201)
+    target = rng.randint(1, 4)
     deadline = time.time() + 300
     while time.time() < deadline:
-        if partial.exists() and len(partial.read_text().splitlines()) >= 2:
+        if partial.exists() and len(partial.read_text().splitlines()) >= target:
             break
         time.sleep(0.05)
+    time.sleep(rng.uniform(0, 0.5))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     lines_at_kill = len(partial.read_text().splitlines())
-    assert 2 <= lines_at_kill < 6 and not output.exists(), "the kill must land mid-run"
+    assert target <= lines_at_kill < 6 and not output.exists(), "the kill must land mid-run"
 
     resumed = stage("generation/generate.py", *args, "--output_path", output)
     assert f"resumed={lines_at_kill}" in resumed.stdout
