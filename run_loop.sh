@@ -141,6 +141,14 @@ server_for() {
 
 run_stage() { server_for "$@"; "$PY" "$@"; }  # run_stage SCRIPT ARGS...: one unsharded stage
 
+# train SCRIPT ARGS...: a trainer under accelerate launch, unless its model is up to date (asked with
+# --check_up_to_date in one plain process, which is quicker than starting every rank to learn it).
+train() {
+  local answer
+  if answer=$("$PY" "$@" --check_up_to_date 2>/dev/null); then echo "$answer"; return; fi
+  "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" "$@"
+}
+
 evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tasks
   [ -n "$LOOP_EVAL_TASKS" ] || return 0
   per_record "$RUN_DIR/iter_$2/eval/conversations.jsonl" \
@@ -170,11 +178,11 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}"
   if [ "$LOOP_ALGORITHM" = grpo ]; then
     # Online: the trainer samples replies itself and rewards each by simulated futures and the metrics.
-    start_server
-    "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" \
-      dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl" \
-      --tasks_path "$LOOP_TRAIN_TASKS" --model_name_or_path "$POLICY" --output_dir "$ITER/model" \
-      --tokenizer "$POLICY" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" "${ASSISTANT_ARGS[@]}"
+    GRPO=(dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl"
+      --tasks_path "$LOOP_TRAIN_TASKS" --model_name_or_path "$POLICY" --output_dir "$ITER/model"
+      --tokenizer "$POLICY" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" "${ASSISTANT_ARGS[@]}")
+    server_for "${GRPO[@]}"
+    train "${GRPO[@]}"
     POLICY="$ITER/model"
     evaluate "$POLICY" "$i"
     "$PY" -m collabloop.loop summary --iter_dir "$ITER"
@@ -198,8 +206,7 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     --rewards_path "$ITER/rewards.jsonl" --output_path "$ITER/pairs.jsonl"
   REF="$LOOP_INITIAL_MODEL"
   [ "$LOOP_REFERENCE" = previous ] && REF="$POLICY"
-  "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" \
-    dpo_iteration/train_preference.py --algorithm "$LOOP_ALGORITHM" --config "$CONFIG" \
+  train dpo_iteration/train_preference.py --algorithm "$LOOP_ALGORITHM" --config "$CONFIG" \
     --pairs_path "$ITER/pairs.jsonl" --rewards_path "$ITER/rewards.jsonl" \
     --model_name_or_path "$POLICY" --ref_model "$REF" --output_dir "$ITER/model"
   POLICY="$ITER/model"

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from collabloop.jsonl import read_records
 from collabloop.records import Context, Generation, Pair, Rewarded, Simulation
@@ -15,11 +16,20 @@ from tests.conftest import MODEL, REPO, free_port
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(2400)  # three loop runs: the longest test
 def test_run_loop_tiny(model_dir, tmp_path):
+    # The tiny config with the policy's engines in float32: the sharded run below must write the same bytes,
+    # and in bf16 (the CPU default where the CPU has native bf16) a shard's engine, with fewer threads, can
+    # flip a token.
+    sections = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    for name in ("generate", "simulate", "evaluate"):
+        sections[name]["dtype"] = "float32"
+    config = tmp_path / "tiny_float32.yaml"
+    config.write_text(yaml.safe_dump(sections))
     run_dir = tmp_path / "run"
     port = free_port()
     result = subprocess.run(
-        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(port)],
+        ["bash", "run_loop.sh", str(config), "--run_dir", str(run_dir), "--simulator_port", str(port)],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
@@ -76,7 +86,7 @@ def test_run_loop_tiny(model_dir, tmp_path):
 
     # A second run finds every stage up to date.
     again = subprocess.run(
-        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(run_dir), "--simulator_port", str(free_port())],
+        ["bash", "run_loop.sh", str(config), "--run_dir", str(run_dir), "--simulator_port", str(free_port())],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert again.returncode == 0, again.stderr[-4000:]
@@ -84,29 +94,38 @@ def test_run_loop_tiny(model_dir, tmp_path):
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
 
-    # The same loop with every per-record stage split over 2 shards writes the same bytes. It starts from the
-    # first run's LLM cache, and on the same port, because the cache keys a request by the server's address:
-    # the server's sampling cannot be seeded per request on CPU. Each shard's vLLM engine gets its own core,
-    # where the unsharded run's engine had both; in float32 (the CPU default without native bf16) the
-    # samples do not depend on the thread count.
-    sharded_dir = tmp_path / "sharded"
-    sharded_dir.mkdir()
-    shutil.copy(run_dir / "llm_cache.sqlite", sharded_dir / "llm_cache.sqlite")
+    # The same loop with every per-record stage split over 2 shards writes the same bytes. The per-record
+    # outputs are moved aside and remade by shards in the same run folder: the same LLM cache and the same
+    # port (the cache keys a request by the server's address, and the server's sampling cannot be seeded per
+    # request on CPU). The stages that are not per record (contexts, pairs, dpo) then find their inputs
+    # unchanged, byte for byte, and stay up to date. Each shard's vLLM engine gets its own core, where the
+    # unsharded run's engine had both; in float32 (the CPU default without native bf16) the samples do not
+    # depend on the thread count.
+    per_record = ["iter_0/eval", *(f"iter_1/{name}.{ext}" for name in ("generations", "simulations", "rewards")
+                                   for ext in ("jsonl", "meta.json", "config.yaml")), "iter_1/eval"]
+    unsharded_dir = tmp_path / "unsharded"
+    for path in per_record:
+        (unsharded_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(run_dir / path, unsharded_dir / path)
     sharded = subprocess.run(
-        ["bash", "run_loop.sh", "configs/tiny.yaml", "--run_dir", str(sharded_dir), "--simulator_port", str(port),
+        ["bash", "run_loop.sh", str(config), "--run_dir", str(run_dir), "--simulator_port", str(port),
          "--num_shards", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert sharded.returncode == 0, f"{sharded.stdout[-4000:]}\n{sharded.stderr[-6000:]}"
     assert sharded.stdout.count("[merge]") == 5  # evaluate of iteration 0; generate, simulate, annotate, evaluate of 1
+    for stage in ("contexts", "pairs", "dpo"):  # what they read was remade the same, byte for byte
+        lines = [line for line in sharded.stdout.splitlines() if line.startswith(f"[{stage}]")]
+        assert lines and all("up to date" in line for line in lines), (stage, lines)
     for name in ("generations", "simulations", "rewards"):
-        assert (sharded_dir / "iter_1" / f"{name}.shard1-of-2.jsonl").stat().st_size > 0  # both shards had work
+        assert (run_dir / "iter_1" / f"{name}.shard1-of-2.jsonl").stat().st_size > 0  # both shards had work
     for path in ["iter_0/eval/conversations.jsonl", *(f"iter_1/{name}.jsonl" for name in
-                 ("contexts", "generations", "simulations", "rewards", "pairs")), "iter_1/eval/conversations.jsonl"]:
-        ours, theirs = (sharded_dir / path).read_text().splitlines(), (run_dir / path).read_text().splitlines()
+                 ("generations", "simulations", "rewards")), "iter_1/eval/conversations.jsonl"]:
+        ours, theirs = (run_dir / path).read_text().splitlines(), (unsharded_dir / path).read_text().splitlines()
         assert [json.loads(line)["id"] for line in ours] == [json.loads(line)["id"] for line in theirs], path
         differing = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
         assert not differing, f"{path}: lines {differing} differ between the sharded and the unsharded run"
     for i in (0, 1):
-        summaries = [json.loads((d / f"iter_{i}" / "eval" / "summary.json").read_text()) for d in (sharded_dir, run_dir)]
+        summaries = [json.loads((d / f"iter_{i}" / "eval" / "summary.json").read_text())
+                     for d in (run_dir, unsharded_dir)]
         assert summaries[0]["metrics"] == summaries[1]["metrics"]
