@@ -247,8 +247,7 @@ def save_config(path: str | Path, section: str, *configs: Any) -> None:
     merged: dict[str, Any] = {}
     for config in configs:
         merged.update(config_to_dict(config))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump({section: merged}, sort_keys=False, allow_unicode=True))
-    tmp.replace(path)
+    from collabloop.jsonl import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(yaml.safe_dump({section: merged}, sort_keys=False, allow_unicode=True))

@@ -32,6 +32,14 @@ def dumps(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
+class _NotJSONNumber(ValueError):
+    """NaN, Infinity or -Infinity: Python's reader takes them, JSON (RFC 8259) does not, and neither do we."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJSONNumber(name)
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, parsed object) for each non-empty line of `path`."""
     path = Path(path)
@@ -42,10 +50,14 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_constant=_refuse_constant)
             except json.JSONDecodeError as e:
                 raise RecordError(
                     f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
+            except _NotJSONNumber as e:
+                raise RecordError(
+                    f"{path}:{line_no}", "<line>", f"not valid JSON ({e} is not a JSON number; write a finite number)"
                 ) from None
             yield line_no, obj
 
@@ -64,9 +76,21 @@ def read_records(path: str | Path, record_type: type[R]) -> list[R]:
     return records
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# The mode a new file gets here (0666 less the user's umask). mkstemp makes its file 0600: an output
+# renamed from it would be private where every other file the user writes is not.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
-def atomic_file(path: str | Path) -> Iterator:
-    """A text file that appears at `path` only when whole: temp file in the same folder, fsync, rename.
+def atomic_file(path: str | Path, binary: bool = False) -> Iterator:
+    """A file that appears at `path` only when whole: a temporary file in the same folder, made exclusively
+    (`mkstemp`: a name nobody else holds, never a link someone placed), fsync, rename.
 
     If the body raises, the old content of `path` (if any) is untouched.
     """
@@ -74,7 +98,8 @@ def atomic_file(path: str | Path) -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -91,16 +116,27 @@ def atomic_file(path: str | Path) -> Iterator:
         raise
 
 
-def read_records_with_tasks(path: str | Path, record_type: type[R], tasks_path: str | Path):
-    """Stage records and the tasks they name (by `task_id`); every task must be there."""
+def read_tasks(path: str | Path) -> list:
+    """The tasks of a task file, which must hold at least one: an empty file is a mistake, never a run
+    with nothing to do (that would replace finished outputs with empty ones)."""
     from collabloop.records import Task
 
+    tasks = read_records(path, Task)
+    if not tasks:
+        raise RecordError(f"{path}", "<file>", "holds no tasks; a task file needs at least one task, a line each")
+    return tasks
+
+
+def read_records_with_tasks(path: str | Path, record_type: type[R], tasks_path: str | Path):
+    """Stage records and the tasks they name (by `task_id`); every task must be there."""
     records = read_records(path, record_type)
-    tasks = {t.id: t for t in read_records(tasks_path, Task)}
+    tasks = {t.id: t for t in read_tasks(tasks_path)}
     for record in records:
         if record.task_id not in tasks:
+            line_no = next(n for n, obj in iter_json_lines(path) if obj.get("id") == record.id)
             raise RecordError(
-                f"{path}", "task_id", f"record {record.id!r} names task {record.task_id!r}, not in {tasks_path}"
+                f"{path}:{line_no}", "task_id",
+                f"record {record.id!r} names task {record.task_id!r}, not in {tasks_path}",
             )
     return records, tasks
 

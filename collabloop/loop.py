@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
+from collabloop.jsonl import atomic_file
+from collabloop.records import RecordError
 from collabloop.stage_configs import SECTIONS, LoopConfig
 
 STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
@@ -86,11 +88,26 @@ def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
                 f"{path} holds a different config than this run's. Use another loop.run_dir (--run_dir), "
                 f"or delete {cfg.run_dir} to start over."
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        f.write(text)
     return path
+
+
+def check_held_out(train_tasks: str, eval_tasks: str) -> None:
+    """Evaluation must not leak into training: no task id, and no goal, in both task files."""
+    from collabloop.jsonl import iter_json_lines, read_tasks
+
+    train = read_tasks(train_tasks)
+    train_ids, train_goals = {t.id for t in train}, {t.goal.strip() for t in train}
+    line_of = {obj.get("id"): n for n, obj in iter_json_lines(eval_tasks)}
+    for task in read_tasks(eval_tasks):
+        same = "id" if task.id in train_ids else "goal" if task.goal.strip() in train_goals else None
+        if same:
+            raise ConfigError(
+                f"{eval_tasks}:{line_of[task.id]} (loop.eval_tasks): task {task.id!r} has the same {same} as a task "
+                f"in {train_tasks} (loop.train_tasks); held-out tasks must differ from the training tasks by id "
+                "and by goal"
+            )
 
 
 def shell_env(argv: list[str]) -> str:
@@ -98,6 +115,8 @@ def shell_env(argv: list[str]) -> str:
     config_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
     if config_path:
         check_run_config(config_path)
+    if cfg.eval_tasks:
+        check_held_out(cfg.train_tasks, cfg.eval_tasks)
     write_run_config(cfg, config_path)
     lines = [f"LOOP_{k.upper()}={shlex.quote(str(v))}" for k, v in config_to_dict(cfg).items()]
     return "\n".join(lines)
@@ -185,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             print(format_summary(summary))
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
+    except RecordError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

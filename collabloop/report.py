@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -322,14 +321,9 @@ def _new_figure(width_in: float, height_in: float):
 
 def _save(fig, path: Path) -> Path:
     """Write a PNG under a temporary name and rename it: a reader never sees half a plot."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path, binary=True) as f:
         # No "Software" text chunk: the bytes do not change with the matplotlib version.
-        fig.savefig(tmp, format="png", dpi=_PNG_DPI, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fig.savefig(f, format="png", dpi=_PNG_DPI, metadata={"Software": None})
     return path
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from collabloop.cli import cache_for, check_failures, simulator_client
-from collabloop.jsonl import read_records
+from collabloop.jsonl import read_records, read_tasks
 from collabloop.records import Context, Rewarded, Task
 from collabloop.simulator import TERMINATION_SIGNAL, opening_request, parse_user_turn
 from collabloop.stage import StageRun
@@ -55,7 +55,7 @@ def run(cfg: ContextsConfig) -> dict | None:
     stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs=inputs)
     if stage.up_to_date():
         return None
-    tasks = read_records(cfg.tasks_path, Task)
+    tasks = read_tasks(cfg.tasks_path)
     if cfg.max_tasks is not None:
         tasks = tasks[: cfg.max_tasks]
     done = stage.begin()

@@ -57,3 +57,23 @@ def test_run_config_check_catches_typos_in_any_section(tmp_path):
     bad.write_text("generat: {}\n")
     with pytest.raises(ConfigError, match="unknown section 'generat'"):
         check_run_config(str(bad))
+
+
+@pytest.mark.parametrize("same", ["id", "goal"])
+def test_the_loop_refuses_eval_tasks_that_overlap_the_training_tasks(tmp_path, capsys, same):
+    import json
+
+    from collabloop.loop import main as loop_main
+    from tests.conftest import math_task, write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", [math_task(i, 2, i) for i in range(3)])
+    leaked = math_task(1, 2, 1) if same == "id" else {**math_task(9, 2, 2), "id": "e9"}
+    held_out = write_jsonl(tmp_path / "eval.jsonl", [{**math_task(5, 7, 7), "id": "e5"}, leaked])
+    argv = ["env", "--run_dir", str(tmp_path / "run"), "--train_tasks", str(train), "--eval_tasks", str(held_out)]
+    expected = rf"eval.jsonl:2 \(loop.eval_tasks\): task '{leaked['id']}' has the same {same}"
+    with pytest.raises(SystemExit, match=expected):
+        loop_main(argv)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+    held_out.write_text(json.dumps({**math_task(5, 7, 7), "id": "e5"}) + "\n")
+    loop_main(argv)
+    assert "LOOP_EVAL_TASKS=" in capsys.readouterr().out

@@ -39,3 +39,35 @@ def test_reasons_a_conversation_ends():
     assert continue_conversation(ended, 4) == (None, "user_ended_conversation")
     assert continue_conversation(record([1.0, 0.0], [[future("more")], [future("y")]], turn=3), 4) == (
         None, "turn_limit")
+
+
+def test_an_empty_task_file_is_refused_and_the_finished_output_kept(tmp_path):
+    import pytest
+
+    from collabloop.records import RecordError
+    from collabloop.stage_configs import ContextsConfig
+    from simulate.openings import run as make_contexts
+    from tests.conftest import math_task, write_jsonl
+
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2, i) for i in range(3)])  # openings given
+    cfg = ContextsConfig(tasks_path=str(tasks), output_path=str(tmp_path / "out" / "contexts.jsonl"))
+    assert make_contexts(cfg)["counts"]["records_out"] == 3
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    tasks.write_text("")
+    with pytest.raises(RecordError, match=r"tasks.jsonl: field '<file>': holds no tasks"):
+        make_contexts(cfg)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_a_record_naming_a_missing_task_names_the_file_and_line(tmp_path):
+    import pytest
+
+    from collabloop.jsonl import read_records_with_tasks
+    from collabloop.records import Context, RecordError
+    from tests.conftest import math_task, write_jsonl
+
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(0, 2, 3)])
+    rows = [{"id": f"t{i}/turn0", "task_id": f"t{i}", "turn": 0, "prompt": PROMPT} for i in (0, 7)]
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", rows)
+    with pytest.raises(RecordError, match=r"contexts.jsonl:2: field 'task_id': record 't7/turn0' names task 't7'"):
+        read_records_with_tasks(contexts, Context, tasks)

@@ -58,14 +58,26 @@ def test_incomplete_records_are_rejected(tmp_path):
     with pytest.raises(RecordError, match=r"simulations.jsonl:1: field 'futures': holds 1 lists for 2 responses"):
         read_records(path, Simulation)
     rew = {**sim, "futures": sim["futures"] * 2, "metrics": [{}, {}], "rewards": [1.0, float("nan")]}
-    path.write_text(json.dumps(rew).replace("NaN", "NaN") + "\n")
-    with pytest.raises(RecordError, match=r"field 'rewards\[1\]': must be finite"):
+    path.write_text(json.dumps(rew) + "\n")  # Python writes NaN, which is not JSON
+    with pytest.raises(RecordError, match=r"simulations.jsonl:1: field '<line>': not valid JSON \(NaN is not a JSON"):
         read_records(path, Rewarded)
+    with pytest.raises(RecordError, match=r"field 'rewards\[1\]': must be finite"):  # a record built in memory
+        Rewarded.from_dict(rew, "memory")
     pair = {"id": "p", "prompt": CONTEXT["prompt"], "chosen": [{"role": "user", "content": "x"}],
             "rejected": [{"role": "assistant", "content": "y"}], "chosen_reward": 1, "rejected_reward": 0, "margin": 1}
     path = write_jsonl(tmp_path / "pairs.jsonl", [pair])
     with pytest.raises(RecordError, match=r"pairs.jsonl:1: field 'chosen': must be a list of exactly one assistant"):
         read_records(path, Pair)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(tmp_path, constant):
+    path = tmp_path / "tasks.jsonl"
+    good = {"id": "t1", "task": "math", "goal": "g", "reference": "1"}
+    path.write_text(json.dumps(good) + "\n" + f'{{"id": "t2", "task": "math", "goal": "g", "reference": "1", '
+                    f'"metadata": {{"difficulty": {constant}}}}}\n')
+    with pytest.raises(RecordError, match=rf"tasks.jsonl:2: field '<line>': not valid JSON \({constant} is not"):
+        read_records(path, Task)
 
 
 def test_invalid_json_and_duplicate_ids(tmp_path):
@@ -115,3 +127,43 @@ def test_write_records_is_atomic_on_failure(tmp_path):
         write_records(out, broken())
     assert out.read_text() == "previous content\n"
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_temporary_files_are_made_exclusively_and_never_follow_a_placed_link(tmp_path):
+    """The fixed temporary names of the config writers followed symbolic links: a link placed at
+    `.<name>.tmp` made them overwrite its target. Every writer now goes through `atomic_file` (mkstemp)."""
+    from collabloop.config import save_config
+    from collabloop.loop import write_run_config
+    from collabloop.stage_configs import LoopConfig, PairsConfig
+
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("pairs.config.yaml", "config.yaml", "pairs.jsonl", "pairs.meta.json"):
+        (out / f".{name}.tmp").symlink_to(target)
+    save_config(out / "pairs.config.yaml", "pairs", PairsConfig(rewards_path="r.jsonl"))
+    write_run_config(LoopConfig(run_dir=str(out)), None)
+    write_records(out / "pairs.jsonl", [{"id": "a"}])
+    from collabloop.jsonl import write_json
+
+    write_json(out / "pairs.meta.json", {"status": "complete"})
+    assert target.read_text() == "keep me\n"
+    assert "pairs:" in (out / "pairs.config.yaml").read_text() and (out / "config.yaml").exists()
+    assert (out / "pairs.jsonl").read_text() == '{"id": "a"}\n'
+
+
+def test_outputs_and_configs_get_one_file_mode_from_the_umask(tmp_path):
+    import os
+    import stat
+
+    from collabloop.config import save_config
+    from collabloop.jsonl import FILE_MODE, write_json
+    from collabloop.stage_configs import PairsConfig
+
+    write_records(tmp_path / "pairs.jsonl", [{"id": "a"}])
+    write_json(tmp_path / "pairs.meta.json", {"status": "complete"})
+    save_config(tmp_path / "pairs.config.yaml", "pairs", PairsConfig(rewards_path="r.jsonl"))
+    (tmp_path / "plain.txt").write_text("a file made the ordinary way\n")
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in tmp_path.iterdir()}
+    assert set(modes.values()) == {FILE_MODE}, modes
