@@ -12,7 +12,7 @@ import logging
 
 from collabloop.cli import cache_for, check_failures, metric_resources
 from collabloop.jsonl import read_records_with_tasks
-from collabloop.metrics import MetricResources, ScoringItem, combine, mean_or_none, score_items
+from collabloop.metrics import MetricResources, ScoringItem, combine, mean_or_none, score_items, uses_judge
 from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
@@ -82,7 +82,8 @@ def run(cfg: AnnotateConfig) -> dict | None:
     if todo:
         from tqdm.auto import tqdm
 
-        cache = cache_for(cfg, cfg.output_path)
+        # The LLM cache only for a judge: metrics that call none leave no cache file behind.
+        cache = cache_for(cfg, cfg.output_path) if uses_judge(cfg.metric_weights) else None
         resources = metric_resources(cfg, cache, cfg.metric_weights)
         judge, reward_model = resources.judge, resources.reward_model
         for _, chunk in tqdm(todo, desc="annotate batches"):
@@ -98,9 +99,11 @@ def run(cfg: AnnotateConfig) -> dict | None:
             stage.counts["metric_values_failed"] += len(judged)
             stage.counts["candidates"] += sum(len(r.rewards) for r in new)
             stage.counts["candidates_without_reward"] += sum(1 for r in new for x in r.rewards if x is None)
-        for key, value in judge.stats.items():
-            stage.counts[f"judge_{key}"] = value
+        if judge is not None:
+            for key, value in judge.stats.items():
+                stage.counts[f"judge_{key}"] = value
         if reward_model is not None:
             stage.counts["reward_model_texts_truncated"] += reward_model.texts_truncated
-        cache.close()
+        if cache is not None:
+            cache.close()
     return stage.finish([r.id for r in records])

@@ -45,16 +45,19 @@ def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
     )
 
 
-def metric_resources(cfg, cache: ResponseCache, metric_names):
-    """Tokenizer, judge client and reward model for the metrics named (a `JudgeArgs` config)."""
+def metric_resources(cfg, cache: ResponseCache | None, metric_names):
+    """Tokenizer, judge client (when a metric named calls the judge; `cache` may then not be None) and
+    reward model for the metrics named (a `JudgeArgs` config)."""
     from transformers import AutoTokenizer
 
-    from collabloop.metrics import MetricResources
+    from collabloop.metrics import MetricResources, uses_judge
 
-    judge = client_for(
-        cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
-        temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
-    )
+    judge = None
+    if uses_judge(metric_names):
+        judge = client_for(
+            cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
+            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
+        )
     reward_model = None
     if "rm_score" in metric_names:
         from collabloop.reward_model import RewardModelScorer

@@ -50,16 +50,25 @@ class MetricResources:
 
 MetricFn = Callable[[list[ScoringItem], MetricResources], list[MetricValue]]
 METRICS: dict[str, MetricFn] = {}
+JUDGE_METRICS: set[str] = set()  # the registered metrics that call the LLM judge
 
 
-def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
+def register_metric(name: str, uses_judge: bool = False) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric by name; `uses_judge`: it calls the LLM judge (the stage then makes a judge client
+    and opens the LLM cache, and only then)."""
     def wrap(fn: MetricFn) -> MetricFn:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
         METRICS[name] = fn
+        if uses_judge:
+            JUDGE_METRICS.add(name)
         return fn
 
     return wrap
+
+
+def uses_judge(metric_names) -> bool:
+    return any(name in JUDGE_METRICS for name in metric_names)
 
 
 def get_metric(name: str) -> MetricFn:
@@ -265,7 +274,7 @@ def ask_judge(
     return out
 
 
-@register_metric("interactivity")
+@register_metric("interactivity", uses_judge=True)
 def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0.
 
@@ -317,7 +326,7 @@ def parse_verdict(text: str) -> float | None:
     return _VERDICTS[match.group(1).upper()] if match else None
 
 
-@register_metric("judge_accuracy")
+@register_metric("judge_accuracy", uses_judge=True)
 def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge: does the final answer agree with the task's reference? For free-form answers that
     no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""

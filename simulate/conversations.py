@@ -97,7 +97,6 @@ def summarize(records: list[EvalConversation], cfg: EvaluateConfig) -> dict:
 
 def run(cfg: EvaluateConfig) -> dict | None:
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     conversations_path = output_dir / "conversations.jsonl"
     summary_path = output_dir / "summary.json"
     stage = StageRun(
@@ -144,7 +143,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
             stage.counts["metric_values_failed"] += metric_failures
         for name, client in (("simulator", simulator), ("judge", resources.judge)):
             for key in ("calls", "cache_hits", "failures"):
-                stage.counts[f"{name}_{key}"] = client.stats[key]
+                stage.counts[f"{name}_{key}"] = client.stats[key] if client is not None else 0
         cache.close()
     result = stage.finish([c.id for c in contexts])
     if stage.num_shards == 1:

@@ -116,3 +116,27 @@ def test_shard_settings_are_checked_and_the_merge_command_reports(model_dir, tmp
         cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stderr.startswith("error: shard 0 of 3 is missing")
     assert "Traceback" not in missing.stderr
+
+
+def test_metrics_without_a_judge_open_no_llm_cache(model_dir, tmp_path):
+    cfg = config(tmp_path, model_dir, "whole")  # accuracy and token_amount: no judge
+    assert annotate(cfg)["counts"]["records_out"] == NUM_RECORDS
+    assert sorted(p.name for p in (tmp_path / "whole").iterdir()) == [
+        "rewards.config.yaml", "rewards.jsonl", "rewards.meta.json"]
+
+
+def test_evaluate_refuses_bad_input_before_it_makes_its_folder(model_dir, tmp_path):
+    from collabloop.records import RecordError
+    from collabloop.stage_configs import EvaluateConfig
+    from simulate.conversations import run as evaluate
+
+    tasks, _ = simulations(tmp_path)
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", [
+        {"id": "t0/turn0", "task_id": "t0", "turn": 0, "prompt": [{"role": "user", "content": "hi"}]},
+        {"id": "x/turn0", "task_id": "not-a-task", "turn": 0, "prompt": [{"role": "user", "content": "hi"}]},
+    ])
+    cfg = EvaluateConfig(contexts_path=str(contexts), tasks_path=str(tasks), output_dir=str(tmp_path / "eval"),
+                         model=str(model_dir), tokenizer=str(model_dir))
+    with pytest.raises(RecordError, match=r"contexts.jsonl:2: field 'task_id'"):
+        evaluate(cfg)
+    assert not (tmp_path / "eval").exists()
