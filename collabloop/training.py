@@ -31,6 +31,19 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# Trainer-config values of ours, below the YAML and the command line: a checkpoint every 10 optimizer steps
+# (the demo's trainings take 8 to 32), only the newest kept (with its optimizer state it is several times the
+# model's size), so that a killed run resumes from its last complete checkpoint.
+CHECKPOINT_DEFAULTS = {"save_strategy": "steps", "save_steps": 10, "save_total_limit": 1}
+# In the partial folder: the fingerprint of the run whose checkpoints it holds.
+RUN_FILE = "collabloop_run.json"
+
+
+def trainer_defaults() -> dict:
+    """What every trainer stage sets below the YAML and the command line: checkpoints, then this machine."""
+    return {**CHECKPOINT_DEFAULTS, **machine_defaults()}
+
+
 def machine_defaults() -> dict:
     """Trainer-config values for this machine, applied below the YAML and the command line."""
     import torch
@@ -124,6 +137,7 @@ def save_trained(trainer, tokenizer, partial_dir: Path, lora) -> dict:
         write_json(partial_dir / "train_metrics.json", {**metrics, "log_history": trainer.state.log_history})
         for leftover in partial_dir.glob("checkpoint-*"):
             shutil.rmtree(leftover)
+        (partial_dir / RUN_FILE).unlink(missing_ok=True)
     return metrics
 
 
@@ -131,13 +145,53 @@ def partial_dir_for(output_dir: Path) -> Path:
     return output_dir.with_name(output_dir.name + ".partial")
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    step = path.name.removeprefix("checkpoint-")
+    return int(step) if path.is_dir() and step.isdigit() else None
+
+
+def resume_checkpoint(partial_dir: Path, fingerprint: str) -> Path | None:
+    """The last complete checkpoint that an interrupted run of the same stage (same fingerprint: inputs and
+    config) left in the partial folder, or None. The trainer writes a checkpoint's trainer_state.json last,
+    after the weights, the optimizer's and scheduler's states and the RNG states: without it, a kill cut the
+    checkpoint short."""
+    run_file = partial_dir / RUN_FILE
+    try:
+        if json.loads(run_file.read_text()).get("fingerprint") != fingerprint:
+            return None
+    except (OSError, ValueError):  # missing, or cut short by a kill
+        return None
+    complete = [p for p in partial_dir.glob("checkpoint-*")
+                if _checkpoint_step(p) is not None and (p / "trainer_state.json").is_file()]
+    return max(complete, key=_checkpoint_step) if complete else None
+
+
+def prepare_resume(trainer, partial_dir: Path, stage) -> Path | None:
+    """Every rank finds the checkpoint to resume from before the main process removes the checkpoints no
+    run can use (another run's, or cut short) and marks the folder as this run's."""
+    resume = resume_checkpoint(partial_dir, stage.fingerprint)
+    trainer.accelerator.wait_for_everyone()
+    if is_main_process():
+        for path in partial_dir.glob("checkpoint-*"):
+            if resume is None or _checkpoint_step(path) is None or _checkpoint_step(path) > _checkpoint_step(resume):
+                shutil.rmtree(path, ignore_errors=True)
+        write_json(partial_dir / RUN_FILE, {"stage": stage.name, "fingerprint": stage.fingerprint})
+    trainer.accelerator.wait_for_everyone()
+    if resume is not None:
+        logger.info("%s: resuming from %s", stage.name, resume)
+        stage.counts["resumed_from_step"] = _checkpoint_step(resume)
+    return resume
+
+
 def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict:
-    """Train, save into the partial folder, publish it as `output_dir`; returns the training summary.
+    """Train (resuming from the last complete checkpoint of an interrupted run of the same stage), save into
+    the partial folder, publish it as `output_dir`; returns the training summary.
 
     `lora` is the stage's `LoraArgs`; the trainer's output_dir must be the partial folder.
     """
     describe_accelerator(trainer, stage.counts)
-    trainer.train()
+    resume = prepare_resume(trainer, partial_dir_for(output_dir), stage)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     metrics = save_trained(trainer, tokenizer, partial_dir_for(output_dir), lora)
     stage.counts["train_steps"] = metrics.get("steps", 0)  # before publish, which writes the meta
     if is_main_process():

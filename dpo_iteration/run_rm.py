@@ -14,13 +14,13 @@ from trl import RewardConfig
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
 from collabloop.stage_configs import RewardModelArgs
-from collabloop.training import machine_defaults
+from collabloop.training import trainer_defaults
 from dpo_iteration.reward_training import run
 
 
 def main(argv=None):
     args, reward_args = parse_config(
-        (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=machine_defaults()
+        (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=trainer_defaults()
     )
     setup_logging()
     line = train_report("reward", reward_args.output_dir, run(args, reward_args))

@@ -14,12 +14,12 @@ from trl import GRPOConfig
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
 from collabloop.stage_configs import GRPOArgs
-from collabloop.training import machine_defaults
+from collabloop.training import trainer_defaults
 from dpo_iteration.grpo import run
 
 
 def main(argv=None):
-    args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=machine_defaults())
+    args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=trainer_defaults())
     setup_logging()
     line = train_report("grpo", grpo_args.output_dir, run(args, grpo_args))
     if line:

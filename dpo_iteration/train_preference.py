@@ -18,7 +18,7 @@ import sys
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import ConfigError, parse_config
 from collabloop.stage_configs import PreferenceArgs
-from collabloop.training import ALGORITHMS, machine_defaults
+from collabloop.training import ALGORITHMS, trainer_defaults
 from dpo_iteration.preference import run
 
 
@@ -45,7 +45,7 @@ def main(argv=None):
     spec = ALGORITHMS[algorithm]
     script_args, trl_args = parse_config(
         (PreferenceArgs, spec.load("config_class")), algorithm, argv, __doc__,
-        machine_defaults={**machine_defaults(), **spec.defaults},
+        machine_defaults={**trainer_defaults(), **spec.defaults},
     )
     setup_logging()
     line = train_report(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))

@@ -73,14 +73,14 @@ def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str,
     cache = tmp_path / "llm_cache.sqlite"
     remote = ["--simulator_api_base", server.api_base, "--llm_cache_path", cache]
     judge = ["--judge_api_base", server.api_base, "--tokenizer", model_dir]
-    policy = ["--model", model_dir, "--max_new_tokens", 24, "--batch_size", 1]
+    policy = ["--model", model_dir, "--max_new_tokens", 24, "--batch_size", 2]  # 3 batches of 2 records
     simulations = tmp_path / "inputs" / "simulations.jsonl"
     return {
         # The openings the tasks give are appended first, then those the simulator writes.
         "contexts": ("simulate/make_contexts.py", ["--tasks_path", tasks, *remote], n, 1),
         "simulate": ("simulate/simulate_futures.py",
                      ["--generations_path", generations, "--tasks_path", tasks, "--num_futures", 1,
-                      "--window_turns", 1, "--simulator_max_tokens", 24, *policy, *remote], n, 2),
+                      "--window_turns", 1, "--simulator_max_tokens", 24, *policy, *remote], n, 1),
         "annotate": ("annotate_data/annotate.py",
                      ["--simulations_path", simulations, "--tasks_path", tasks, "--batch_size", 1, *judge, *remote[2:],
                       "--metric_weights", "{accuracy: 1, interactivity: 1, token_amount: -1e-4}"], n, 3),
@@ -88,7 +88,7 @@ def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str,
         "pairs": ("dpo_iteration/pairs.py", ["--rewards_path", tmp_path / "inputs" / "rewards.jsonl"], n, 1),
         "evaluate": ("simulate/evaluate.py",
                      ["--contexts_path", contexts, "--tasks_path", tasks, "--max_turns", 2,
-                      "--simulator_max_tokens", 24, *policy, *remote, *judge], n, 2),
+                      "--simulator_max_tokens", 24, *policy, *remote, *judge], n, 1),
     }
 
 
@@ -146,32 +146,7 @@ def test_a_kill_while_a_stage_finishes_ends_with_the_uninterrupted_records(tmp_p
     assert_same_as_uninterrupted(output, reference)
 
 
-def test_a_killed_training_run_leaves_no_model_and_reruns_to_a_complete_one(tmp_path):
-    from tests.test_trainers import pairs_rows
-
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows() * 1)
-    output_dir = tmp_path / "model"
-    accelerate = str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate").exists() else "accelerate"
-    argv = [accelerate, "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
-            "dpo_iteration/train_preference.py", "--pairs_path", str(pairs),
-            "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(output_dir),
-            "--num_train_epochs", "1", "--per_device_train_batch_size", "1", "--max_length", "128",
-            "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"]
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    partial_dir = output_dir.with_name("model.partial")
-    deadline = time.time() + 600
-    while process.poll() is None and not partial_dir.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not output_dir.exists() and not output_dir.with_name("model.meta.json").exists()
-
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (output_dir / "model.safetensors").exists() and not partial_dir.exists()
-    assert json.loads(output_dir.with_name("model.meta.json").read_text())["status"] == "complete"
+# A killed training run: tests/test_trainers.py::test_a_killed_training_run_leaves_no_model_and_resumes_...
 
 
 # --- damaged partial files -------------------------------------------------------------------------------
@@ -324,8 +299,8 @@ def test_a_full_disk_gives_a_clear_error_and_no_corrupt_output(model_dir, tmp_pa
             "--output_path", cfg.output_path, "--tokenizer", cfg.tokenizer,
             "--metric_weights", "{accuracy: 1.0, token_amount: -0.001}", "--batch_size", "1"]
     results = []
-    # The LLM cache (SQLite) fills a small disk first: one size keeps it there; the others keep it elsewhere,
-    # so the stage's own files (config, meta, partial, output) meet the full disk.
+    # Metrics without a judge open no LLM cache (test_the_llm_cache_on_a_full_disk covers it), so the stage's
+    # own files (config, meta, partial, output) meet the full disk; one size keeps a cache path there anyway.
     for size_kib, cache_elsewhere in ((16, False), (8, True), (12, True), (16, True), (20, True), (24, True)):
         shutil.rmtree(disk, ignore_errors=True)
         shutil.rmtree(saved, ignore_errors=True)
@@ -357,3 +332,26 @@ def test_a_full_disk_gives_a_clear_error_and_no_corrupt_output(model_dir, tmp_pa
         assert f"resumed={results[-1]}" in resumed.stdout
         assert_same_as_uninterrupted(Path(cfg.output_path), Path(reference.output_path))
     assert len(results) >= 2 and max(results) >= 1, f"records kept when the disk filled, per size: {results}"
+
+
+@pytest.mark.skipif(not small_disk_available(), reason="needs unshare and tmpfs mounts (root) to make a small disk")
+def test_the_llm_cache_on_a_full_disk_gives_a_clear_error(model_dir, tmp_path):
+    """SQLite says "database or disk is full", or only "disk I/O error" when its write-ahead log cannot grow:
+    either way the stage names the cache file and says what to do. The judge's address answers nothing; the
+    cache is opened, on a disk too small for it, before the first call."""
+    cfg = annotate_config(tmp_path, model_dir, "out")
+    disk = tmp_path / "small"
+    args = ["annotate_data/annotate.py", "--simulations_path", cfg.simulations_path, "--tasks_path", cfg.tasks_path,
+            "--output_path", cfg.output_path, "--tokenizer", cfg.tokenizer, "--metric_weights", "{interactivity: 1}",
+            "--judge_api_base", f"http://127.0.0.1:{free_port()}/v1", "--llm_max_retries", "0",
+            "--llm_cache_path", str(disk / "llm_cache.sqlite")]
+    errors = []
+    for size_kib in (4, 8, 12):
+        shutil.rmtree(disk, ignore_errors=True)
+        disk.mkdir()
+        script = f"mount -t tmpfs -o size={size_kib}k tmpfs {disk} && {shlex.join([PYTHON, *map(str, args)])}"
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        errors.append(result.stderr)
+    assert any(f"error: no space left on the device writing {disk / 'llm_cache.sqlite'}" in e for e in errors), errors

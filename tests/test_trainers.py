@@ -47,20 +47,20 @@ ACCELERATE = str(REPO / ".venv/bin/accelerate") if (REPO / ".venv/bin/accelerate
 COMMON = ["--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--seed", "0"]
 
 
-def preference_argv(out, algorithm: str, pairs, *extra: str) -> list[str]:
+def preference_argv(out, algorithm: str, pairs, *extra: str, common: list[str] = COMMON) -> list[str]:
     # KTO's KL estimate needs at least 2 examples per device batch.
     batch_size = "2" if algorithm == "kto" else "1"
     return ["--algorithm", algorithm, "--pairs_path", str(pairs),
             "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(out / "model"),
             "--learning_rate", "5e-5", "--num_train_epochs", "2", "--per_device_train_batch_size", batch_size,
-            "--max_length", "128", *COMMON, *extra]
+            "--max_length", "128", *common, *extra]
 
 
 def launch_many(tmp_path, runs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
-    """Every run (name -> script, arguments) in one `accelerate launch` of ZeRO-2 over 2 gloo processes
+    """The runs (name -> script, arguments) in one `accelerate launch` of ZeRO-2 over 2 gloo processes
     (tests/train_many.py); returns each run's console output."""
     spec = [{"script": script, "argv": argv} for script, argv in runs.values()]
-    spec_path = tmp_path / "runs.json"
+    spec_path = tmp_path / f"runs-{next(iter(runs))}.json"
     spec_path.write_text(json.dumps(spec))
     result = subprocess.run(
         [ACCELERATE, "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
@@ -104,7 +104,12 @@ def trained(tmp_path_factory):
         "--output_dir", str(tmp / "rm" / "model"), "--learning_rate", "1e-4", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "1", "--max_length", "128", "--center_rewards_coefficient", "0.01",
         *COMMON])
-    return tmp, launch_many(tmp, runs)
+    # Two launches of at most 5 runs: the memory a rank does not give back grows with each run.
+    names = list(runs)
+    outputs = {}
+    for group in (names[:5], names[5:]):
+        outputs.update(launch_many(tmp, {name: runs[name] for name in group}))
+    return tmp, outputs
 
 
 def assert_trained(model_dir, expected_world_size: int = 2, min_logged_steps: int = 3, loss_moves: bool = True) -> dict:
@@ -239,3 +244,45 @@ def test_reward_model_learns_the_pairs_and_scores_candidates(trained):
     chosen = scorer.score([[*r["prompt"], *r["chosen"]] for r in rows])
     rejected = scorer.score([[*r["prompt"], *r["rejected"]] for r in rows])
     assert all(c > r for c, r in zip(chosen, rejected)), (chosen, rejected)
+
+
+def test_a_killed_training_run_leaves_no_model_and_resumes_from_its_last_checkpoint_to_the_same_weights(
+        trained, tmp_path):
+    """DPO with a checkpoint every step, killed (the whole process group, SIGKILL) once its second checkpoint
+    is complete: no model is published, and the rerun resumes from the last complete checkpoint and ends
+    with the weights of the fixture's uninterrupted run of the same settings, tensor for tensor."""
+    import os
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    tmp, _ = trained
+    out = tmp_path / "resumed"
+    common = [arg for arg in COMMON if arg not in ("--save_strategy", "no")]
+    argv = [ACCELERATE, "launch", "--config_file", "configs/zero2.yaml", "--num_processes", "2",
+            "dpo_iteration/train_preference.py",
+            *preference_argv(out, "dpo", tmp / "pairs.jsonl", "--ref_model", "models/SmolLM2-135M-Instruct",
+                             "--save_strategy", "steps", "--save_steps", "1", common=common)]
+    checkpoint = out / "model.partial" / "checkpoint-2" / "trainer_state.json"
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    while process.poll() is None and not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "model").exists() and not (out / "model.meta.json").exists()
+
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "model" / "model.safetensors").exists() and not (out / "model.partial").exists()
+    assert json.loads((out / "model.meta.json").read_text())["status"] == "complete"
+    meta = assert_trained(out / "model", min_logged_steps=1)
+    assert meta["counts"]["resumed_from_step"] in (2, 3)  # the kill may land after the third checkpoint
+    assert not list((out / "model").glob("checkpoint-*")) and not (out / "model" / "collabloop_run.json").exists()
+    resumed, uninterrupted = load_file(out / "model" / "model.safetensors"), load_file(tmp / "dpo" / "model" /
+                                                                                         "model.safetensors")
+    differing = [k for k in uninterrupted if not resumed[k].equal(uninterrupted[k])]
+    assert not differing, f"{len(differing)} of {len(uninterrupted)} tensors differ from the uninterrupted run"
