@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from collabloop.failpoints import failpoint
-from collabloop.records import Record, RecordError
+from collabloop.records import Record, RecordError, Task
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,6 @@ def atomic_file(path: str | Path, binary: bool = False) -> Iterator:
 def read_tasks(path: str | Path) -> list:
     """The tasks of a task file, which must hold at least one: an empty file is a mistake, never a run
     with nothing to do (that would replace finished outputs with empty ones)."""
-    from collabloop.records import Task
-
     tasks = read_records(path, Task)
     if not tasks:
         raise RecordError(f"{path}", "<file>", "holds no tasks; a task file needs at least one task, a line each")
