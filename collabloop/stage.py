@@ -49,6 +49,8 @@ NOT_FINGERPRINTED = frozenset({
     "llm_cache_path", "max_failure_fraction",
     # How the work is split, not what it makes: shards and an unsharded run share one fingerprint.
     "num_shards", "shard_index",
+    # How a trainer's ranks talk (set only under a launcher), not what the model is made from.
+    "ddp_backend",
 })
 
 

@@ -52,10 +52,15 @@ def machine_defaults() -> dict:
         return {}
     from collabloop.policy import cpu_has_native_bf16
 
-    # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them.
     # TRL defaults to bf16, which transformers allows on CPU only with use_cpu. Without hardware bf16
     # it is emulated: a 4-pair DPO step took 34 s in bf16 on a 2-core AVX2-only EPYC.
-    return {"ddp_backend": "gloo", "use_cpu": True, "bf16": cpu_has_native_bf16()}
+    defaults = {"use_cpu": True, "bf16": cpu_has_native_bf16()}
+    # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them. Only under
+    # a launcher: in a plain process (one rank, or `--check_up_to_date`) a backend makes accelerate ask
+    # for a process group that nobody started.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        defaults["ddp_backend"] = "gloo"
+    return defaults
 
 
 @dataclass(frozen=True)
