@@ -120,3 +120,17 @@ class PolicyEngine:
         torch.manual_seed(batch_seed)
         outputs = self.llm.chat(conversations, params, use_tqdm=progress, add_generation_prompt=True)
         return [[o.text for o in out.outputs] for out in outputs]
+
+
+class LazyPolicyEngine:
+    """A `PolicyEngine` started by its first `chat`: a stage whose simulator speaks first (simulate) and
+    is down fails in seconds, without first spending the engine's start (~20 s on CPU) on nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self._args, self._kwargs = args, kwargs
+        self._engine: PolicyEngine | None = None
+
+    def chat(self, *args, **kwargs) -> list[list[str]]:
+        if self._engine is None:
+            self._engine = PolicyEngine(*self._args, **self._kwargs)
+        return self._engine.chat(*args, **kwargs)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from collabloop.cli import cache_for, check_failures, simulator_client
 from collabloop.jsonl import read_records_with_tasks
 from collabloop.llm_client import LLMClient
-from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
+from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed
 from collabloop.records import Generation, Simulation, Task
 from collabloop.simulator import next_turn_request, parse_user_turn
 from collabloop.stage import StageRun
@@ -43,7 +43,7 @@ def roll_out(
     rollouts: list[Rollout],
     window_turns: int,
     simulator: LLMClient,
-    engine: PolicyEngine,
+    engine: PolicyEngine | LazyPolicyEngine,
     sampling: SamplingSettings,
     seed_parts: tuple,
     simulator_format: str = "text",
@@ -91,7 +91,7 @@ def run(cfg: SimulateConfig) -> dict | None:
     if todo_chunks:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)
-        engine = PolicyEngine(
+        engine = LazyPolicyEngine(  # the simulator speaks first: a dead one fails before the engine starts
             cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager
         )
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
