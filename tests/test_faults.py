@@ -61,11 +61,11 @@ def contexts_rows(n: int) -> list[dict]:
 def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str, list, int, int]]:
     """stage -> (script, arguments but --output_path, records, the appended batch after which a fail point
     kills it); inputs are written under tmp_path. Generate is killed from outside at a random moment in
-    tests/test_stages.py::test_generate_killed_at_a_random_moment_resumes_to_the_same_output."""
+    tests/test_stages.py::test_generate_killed_at_a_random_moment_resumes_to_the_same_output, and
+    evaluate at a fail point in tests/test_evaluate.py, beside its reproducibility check."""
     n = 6
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3, with_prompt=i % 2 == 0)
                                                   for i in range(n)])
-    contexts = write_jsonl(tmp_path / "contexts.jsonl", contexts_rows(n))
     generations = write_jsonl(tmp_path / "inputs" / "generations.jsonl", [
         {**row, "responses": [f"It is {3 + i}.", "Could you tell me more?"], "gen": {}}
         for i, row in enumerate(contexts_rows(n))
@@ -86,14 +86,11 @@ def stage_cases(tmp_path: Path, model_dir: Path, server) -> dict[str, tuple[str,
                       "--metric_weights", "{accuracy: 1, interactivity: 1, token_amount: -1e-4}"], n, 3),
         # One batch: the kill lands between the last append and the output.
         "pairs": ("dpo_iteration/pairs.py", ["--rewards_path", tmp_path / "inputs" / "rewards.jsonl"], n, 1),
-        "evaluate": ("simulate/evaluate.py",
-                     ["--contexts_path", contexts, "--tasks_path", tasks, "--max_turns", 2,
-                      "--simulator_max_tokens", 24, *policy, *remote, *judge], n, 1),
     }
 
 
 OUTPUTS = {"contexts": "contexts.jsonl", "simulate": "simulations.jsonl", "annotate": "rewards.jsonl",
-           "pairs": "pairs.jsonl", "evaluate": "eval/conversations.jsonl"}
+           "pairs": "pairs.jsonl"}
 
 
 def killed_at(failpoint: str, script: str, *args) -> subprocess.CompletedProcess:
@@ -107,22 +104,19 @@ def killed_at(failpoint: str, script: str, *args) -> subprocess.CompletedProcess
 def test_every_stage_killed_mid_run_ends_with_the_uninterrupted_records(simulator, model_dir, tmp_path):
     cases = stage_cases(tmp_path, model_dir, simulator)
     for name, (script, args, total, batch) in cases.items():
-        out_args = lambda d: ["--output_dir", d.parent] if name == "evaluate" else ["--output_path", d]  # noqa: E731
         reference = tmp_path / "inputs" / OUTPUTS[name]
-        run_stage(script, *args, *out_args(reference))
+        run_stage(script, *args, "--output_path", reference)
         output = tmp_path / "killed" / name / OUTPUTS[name]
-        killed_at(f"append:{batch}", script, *args, *out_args(output))
+        killed_at(f"append:{batch}", script, *args, "--output_path", output)
         partial = output.with_name(output.name + ".partial")
         kept = lines(partial)
         assert 0 < kept <= total and not output.exists(), (name, kept)
         if name != "pairs":
             assert kept < total, f"{name}: the kill must land mid-run ({kept} of {total} records)"
-        final = run_stage(script, *args, *out_args(output))
+        final = run_stage(script, *args, "--output_path", output)
         assert "Traceback" not in final.stderr
         assert f"resuming, {kept} records already finished" in final.stderr, final.stderr[-2000:]
         assert_same_as_uninterrupted(output, reference)
-        if name == "evaluate":
-            assert json.loads((output.parent / "summary.json").read_text())["num_conversations"] == total
 
 
 @pytest.mark.parametrize("point", ["output_written", "output_renamed", "meta_written"])
@@ -232,8 +226,6 @@ def test_damage_inside_a_partial_file_is_refused_with_file_line_and_fix(model_di
 
 
 def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restart(simulator, model_dir, tmp_path):
-    from collabloop.server import SimulatorServer
-
     n = 6
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
     generations = write_jsonl(tmp_path / "generations.jsonl", [
@@ -245,19 +237,23 @@ def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restar
     partial = output.with_name("simulations.jsonl.partial")
     argv = [PYTHON, "simulate/simulate_futures.py", "--generations_path", str(generations), "--tasks_path", str(tasks),
             "--output_path", str(output), "--model", str(model_dir), "--num_futures", "1", "--window_turns", "2",
-            "--max_new_tokens", "24", "--simulator_max_tokens", "24", "--batch_size", "1",
+            "--max_new_tokens", "24", "--simulator_max_tokens", "24", "--batch_size", "2",
             "--simulator_api_base", f"http://127.0.0.1:{port}/v1", "--llm_max_retries", "1", "--llm_timeout_s", "20"]
-    server = SimulatorServer(str(model_dir), port, log_path=str(tmp_path / "server.log")).__enter__()
+    # The stage reaches the session's server through a relay (tests/relay.py); SIGKILL on the relay is, to
+    # the stage, the server crashing: the calls in flight reset, every later one refused.
+    relay = subprocess.Popen([PYTHON, "tests/relay.py", str(port), str(simulator.port)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert relay.stdout.readline().strip() == "relaying"
         process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 600
         while process.poll() is None and lines(partial) < 2 and time.time() < deadline:
             time.sleep(0.05)
-        os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
-        server.process.wait()
+        relay.kill()  # a crash, not a clean stop
+        relay.wait()
         _, stderr = process.communicate(timeout=600)
     finally:
-        server.stop()
+        relay.kill()
     assert process.returncode == 1, stderr[-3000:]
     assert "above max_failure_fraction" in stderr and "Finished records are kept" in stderr
     assert "Traceback" not in stderr
