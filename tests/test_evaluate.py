@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -16,17 +18,18 @@ pytestmark = pytest.mark.slow
 METRICS = ["accuracy", "judge_accuracy", "interactivity", "token_amount"]
 
 
-def evaluate(tmp_path, simulator, model_dir, out: str, *extra):
+def evaluate(tmp_path, simulator, model_dir, out: str, *extra, **kwargs):
     return stage(
         "simulate/evaluate.py", "--contexts_path", tmp_path / "contexts.jsonl",
         "--tasks_path", tmp_path / "tasks.jsonl",
         "--output_dir", tmp_path / out, "--model", model_dir, "--max_turns", 3, "--max_new_tokens", 48,
         "--metrics", json.dumps(METRICS), "--tokenizer", model_dir, "--judge_api_base", simulator.api_base,
-        "--llm_cache_path", tmp_path / "llm_cache.sqlite", "--iteration", 0, *remote(simulator), *extra,
+        "--llm_cache_path", tmp_path / "llm_cache.sqlite", "--iteration", 0, "--batch_size", 2, *remote(simulator),
+        *extra, **kwargs,
     )
 
 
-def test_full_conversations_scored_and_reproducible(simulator, model_dir, tmp_path):
+def test_full_conversations_scored_reproducible_and_resumed_after_a_kill(simulator, model_dir, tmp_path):
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 1 + i, 2) for i in range(3)])
     write_jsonl(tmp_path / "contexts.jsonl", [
         {"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
@@ -62,14 +65,23 @@ def test_full_conversations_scored_and_reproducible(simulator, model_dir, tmp_pa
 
     # The same seed and the same simulator cache: the same conversations, hence only cached simulator and judge
     # answers (a different policy reply would have missed the cache), and the same numbers.
+    # Killed after its first batch (a fail point, collabloop/failpoints.py), then resumed: the same
+    # conversations byte for byte, every simulator and judge call answered by the cache.
+    killed = evaluate(tmp_path, simulator, model_dir, "eval_b", check=False,
+                      env={**os.environ, "COLLABLOOP_FAILPOINT": "append:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    partial = tmp_path / "eval_b" / "conversations.jsonl.partial"
+    assert len(partial.read_bytes().splitlines()) == 2 and not (tmp_path / "eval_b" / "summary.json").exists()
     second = evaluate(tmp_path, simulator, model_dir, "eval_b")
+    assert "resuming, 2 records already finished" in second.stderr, second.stderr[-2000:]
     assert "simulator_calls=0" in second.stdout and "judge_calls=0" in second.stdout
+    assert not partial.exists()
     again = json.loads((tmp_path / "eval_b" / "summary.json").read_text())
     assert again == summary
     assert (tmp_path / "eval_b" / "conversations.jsonl").read_text() == (
         tmp_path / "eval_a" / "conversations.jsonl").read_text()
+    assert json.loads((tmp_path / "eval_b" / "conversations.meta.json").read_text())["status"] == "complete"
 
-    # Up to date: nothing redone; a lost summary is rebuilt from the conversations.
     (tmp_path / "eval_a" / "summary.json").unlink()
     third = evaluate(tmp_path, simulator, model_dir, "eval_a")
     assert "up to date" in third.stdout

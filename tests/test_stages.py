@@ -20,9 +20,9 @@ from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write
 pytestmark = pytest.mark.slow
 
 
-def stage(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def stage(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900
+        [PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900, env=env
     )
     if check and result.returncode != 0:
         raise AssertionError(
