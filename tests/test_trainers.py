@@ -48,12 +48,13 @@ COMMON = ["--logging_steps", "1", "--save_strategy", "no", "--report_to", "none"
 
 
 def preference_argv(out, algorithm: str, pairs, *extra: str, common: list[str] = COMMON) -> list[str]:
+    # 3 steps of 2 pairs (one per rank): enough for the loss to move and a checkpoint to resume from.
     # KTO's KL estimate needs at least 2 examples per device batch.
     batch_size = "2" if algorithm == "kto" else "1"
     return ["--algorithm", algorithm, "--pairs_path", str(pairs),
             "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--output_dir", str(out / "model"),
-            "--learning_rate", "5e-5", "--num_train_epochs", "2", "--per_device_train_batch_size", batch_size,
-            "--max_length", "128", *common, *extra]
+            "--learning_rate", "5e-5", "--num_train_epochs", "2", "--max_steps", "3",
+            "--per_device_train_batch_size", batch_size, "--max_length", "128", *common, *extra]
 
 
 def launch_many(tmp_path, runs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
@@ -173,7 +174,7 @@ def test_dpo_across_two_machines(tmp_path):
              "--main_process_port", port, "--rdzv_backend", "static",
              "dpo_iteration/train_preference.py", "--pairs_path", str(pairs),
              "--model_name_or_path", "models/SmolLM2-135M-Instruct", "--ref_model", "models/SmolLM2-135M-Instruct",
-             "--output_dir", str(output_dir), "--learning_rate", "5e-5", "--num_train_epochs", "2",
+             "--output_dir", str(output_dir), "--learning_rate", "5e-5", "--num_train_epochs", "1",
              "--per_device_train_batch_size", "1", "--max_length", "128", "--logging_steps", "1",
              "--save_strategy", "no", "--report_to", "none", "--seed", "0"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -183,7 +184,7 @@ def test_dpo_across_two_machines(tmp_path):
     outputs = [m.communicate(timeout=900)[0] for m in machines]
     for rank, (machine, output) in enumerate(zip(machines, outputs)):
         assert machine.returncode == 0, f"machine {rank}:\n{output[-5000:]}"
-    meta = assert_trained(output_dir)
+    meta = assert_trained(output_dir, min_logged_steps=2)  # one epoch: 4 pairs, 2 per step
     assert meta["counts"]["world_size"] == 2
     assert "[dpo]" in outputs[0] and "[dpo]" not in outputs[1]  # only the main process reports and writes
 
@@ -248,10 +249,9 @@ def test_reward_model_learns_the_pairs_and_scores_candidates(trained):
 
 def test_a_killed_training_run_leaves_no_model_and_resumes_from_its_last_checkpoint_to_the_same_weights(
         trained, tmp_path):
-    """DPO with a checkpoint every step, killed (the whole process group, SIGKILL) once its second checkpoint
+    """DPO with a checkpoint every step, killed (the launcher and its ranks, SIGKILL) once its second checkpoint
     is complete: no model is published, and the rerun resumes from the last complete checkpoint and ends
     with the weights of the fixture's uninterrupted run of the same settings, tensor for tensor."""
-    import os
     import signal
     import time
 
@@ -271,8 +271,17 @@ def test_a_killed_training_run_leaves_no_model_and_resumes_from_its_last_checkpo
     while process.poll() is None and not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "training ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
+    # The launcher and every rank at once, as a crash of the machine would: torchrun starts each rank in a
+    # session of its own, so killing the launcher's process group alone leaves the ranks training.
+    import psutil
+
+    launcher = psutil.Process(process.pid)
+    ranks = launcher.children(recursive=True)
+    assert ranks, "no rank process to kill"
+    for proc in [launcher, *ranks]:
+        proc.send_signal(signal.SIGKILL)
     process.wait()
+    psutil.wait_procs(ranks, timeout=30)
     assert not (out / "model").exists() and not (out / "model.meta.json").exists()
 
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
