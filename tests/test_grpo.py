@@ -29,14 +29,14 @@ def test_grpo_with_the_multiturn_reward(simulator, tmp_path):
          "--num_futures", "1", "--window_turns", "1", "--assistant_max_tokens", "24", "--simulator_max_tokens", "24",
          "--simulator_api_base", api, "--judge_api_base", api, "--assistant_api_base", api,
          "--num_generations", "4", "--per_device_train_batch_size", "2", "--max_completion_length", "24",
-         "--max_steps", "3", "--learning_rate", "5e-5", "--logging_steps", "1", "--save_strategy", "no",
+         "--max_steps", "2", "--learning_rate", "5e-5", "--logging_steps", "1", "--save_strategy", "no",
          "--report_to", "none", "--seed", "0", "--llm_cache_path", str(tmp_path / "cache.sqlite")],
         cwd=REPO, capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     # On-policy GRPO with beta 0 has a loss of zero up to rounding (the ratio is 1 and each group's advantages
     # sum to zero) while its gradient is not zero: the weights must change, the loss need not move.
-    meta = assert_trained(tmp_path / "grpo" / "model", min_logged_steps=3, loss_moves=False)
+    meta = assert_trained(tmp_path / "grpo" / "model", min_logged_steps=2, loss_moves=False)
     assert meta["counts"]["futures"] > 0 and meta["counts"]["futures_failed"] == 0
     logs = json.loads((tmp_path / "grpo" / "model" / "train_metrics.json").read_text())["log_history"]
     rewards = [e["rewards/multiturn_reward/mean"] for e in logs if "rewards/multiturn_reward/mean" in e]

@@ -91,18 +91,19 @@ def test_run_loop_tiny(model_dir, tmp_path):
     )
     assert again.returncode == 0, again.stderr[-4000:]
     assert "starting simulator server" not in again.stdout  # no stage had work for it
+    assert "OMP_NUM_THREADS" not in again.stdout + again.stderr  # DPO answered in one process, no launch
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
 
-    # The same loop with every per-record stage split over 2 shards writes the same bytes. The per-record
-    # outputs are moved aside and remade by shards in the same run folder: the same LLM cache and the same
-    # port (the cache keys a request by the server's address, and the server's sampling cannot be seeded per
-    # request on CPU). The stages that are not per record (contexts, pairs, dpo) then find their inputs
-    # unchanged, byte for byte, and stay up to date. Each shard's vLLM engine gets its own core, where the
-    # unsharded run's engine had both; in float32 (the CPU default without native bf16) the samples do not
-    # depend on the thread count.
-    # Iteration 1's evaluation stays: it runs the same sharded code as iteration 0's, on the model DPO left.
-    per_record = ["iter_0/eval", *(f"iter_1/{name}.{ext}" for name in ("generations", "simulations", "rewards")
+    # The same loop with the per-record stages split over 2 shards writes the same bytes. The outputs of
+    # evaluate, generate and simulate are moved aside and remade by shards in the same run folder: the same
+    # LLM cache and the same port (the cache keys a request by the server's address, and the server's
+    # sampling cannot be seeded per request on CPU). The later stages (annotate, pairs, dpo) then find their
+    # inputs unchanged, byte for byte, and stay up to date; annotate's shards are compared with an unsharded
+    # run in tests/test_shards.py. Each shard's vLLM engine gets its own core, where the unsharded run's
+    # engine had both; in float32 (the CPU default without native bf16) the samples do not depend on the
+    # thread count. Iteration 1's evaluation stays: it runs the same sharded code as iteration 0's.
+    per_record = ["iter_0/eval", *(f"iter_1/{name}.{ext}" for name in ("generations", "simulations")
                                    for ext in ("jsonl", "meta.json", "config.yaml"))]
     unsharded_dir = tmp_path / "unsharded"
     for path in per_record:
@@ -114,14 +115,14 @@ def test_run_loop_tiny(model_dir, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )
     assert sharded.returncode == 0, f"{sharded.stdout[-4000:]}\n{sharded.stderr[-6000:]}"
-    assert sharded.stdout.count("[merge]") == 4  # evaluate of iteration 0; generate, simulate, annotate of 1
-    for stage in ("contexts", "pairs", "dpo"):  # what they read was remade the same, byte for byte
+    assert sharded.stdout.count("[merge]") == 3  # evaluate of iteration 0; generate and simulate of 1
+    for stage in ("contexts", "annotate", "pairs", "dpo"):  # what they read was remade the same, byte for byte
         lines = [line for line in sharded.stdout.splitlines() if line.startswith(f"[{stage}]")]
         assert lines and all("up to date" in line for line in lines), (stage, lines)
-    for name in ("generations", "simulations", "rewards"):
+    for name in ("generations", "simulations"):
         assert (run_dir / "iter_1" / f"{name}.shard1-of-2.jsonl").stat().st_size > 0  # both shards had work
     for path in ["iter_0/eval/conversations.jsonl", *(f"iter_1/{name}.jsonl" for name in
-                 ("generations", "simulations", "rewards"))]:
+                 ("generations", "simulations"))]:
         ours, theirs = (run_dir / path).read_text().splitlines(), (unsharded_dir / path).read_text().splitlines()
         assert [json.loads(line)["id"] for line in ours] == [json.loads(line)["id"] for line in theirs], path
         differing = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
