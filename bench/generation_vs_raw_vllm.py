@@ -79,12 +79,13 @@ def worker_stage(spec: dict) -> dict:
     import torch  # noqa: F401
     import vllm  # noqa: F401
 
+    import collabloop.policy as policy
     import generation.candidates as candidates
     from collabloop.stage_configs import GenerateConfig
 
     timings = {"engine_start_s": 0.0, "engine_calls": 0, "engine_call_s": 0.0}
 
-    class TimedPolicyEngine(candidates.PolicyEngine):
+    class TimedPolicyEngine(policy.PolicyEngine):
         """The real engine; only times its constructor and its calls."""
 
         def __init__(self, *args, **kwargs):
@@ -100,7 +101,7 @@ def worker_stage(spec: dict) -> dict:
                 timings["engine_calls"] += 1
                 timings["engine_call_s"] += time.perf_counter() - start
 
-    candidates.PolicyEngine = TimedPolicyEngine
+    policy.PolicyEngine = TimedPolicyEngine  # what the stage's policy_engine() makes
     cfg = GenerateConfig(
         model=spec["model"], contexts_path=spec["contexts_path"], output_path=spec["output_path"],
         num_candidates=spec["n"], temperature=spec["temperature"], top_p=spec["top_p"],

@@ -1,10 +1,14 @@
-"""The one client for remote LLM calls (user simulator, judges), via litellm.
+"""The one client for simulator and judge calls: litellm for API models and servers, or a local engine.
 
 - bounded concurrency (a semaphore over asyncio tasks),
 - a timeout per call, retries with exponential backoff capped at a few seconds,
 - an on-disk cache (SQLite) keyed by the full request, so a rerun makes no
   new calls. Sampled calls that must differ (S futures of one candidate) carry
   a `salt` in the key.
+
+A model named `local/<path>` runs on a vLLM engine in this process instead
+(`collabloop.local_llm`): the misses of each `complete_many` go to it as one
+batch, with the same cache, deduplication and counts.
 
 A call that still fails after its retries comes back as a `CallResult` with
 `error` set; callers record it and exclude it from means, never score it 0.
@@ -27,6 +31,8 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from collabloop.local_llm import LocalModel
 
 # litellm fetches a model cost map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -118,12 +124,20 @@ class ResponseCache:
         return row[0] if row else None
 
     def put(self, key: str, entry: str) -> None:
+        self.put_many([(key, entry)])
+
+    def put_many(self, rows: list[tuple[str, str]]) -> None:
+        """Store entries in one transaction: a kill keeps all of them or none."""
         with self._lock, self._naming_a_full_disk():
-            self._db.execute("INSERT OR REPLACE INTO responses_v1 (key, entry) VALUES (?, ?)", (key, entry))
+            self._db.executemany("INSERT OR REPLACE INTO responses_v1 (key, entry) VALUES (?, ?)", rows)
             self._db.commit()
 
     def close(self) -> None:
         self._db.close()
+
+
+def _cache_entry(text: str, first_token_logprobs: dict[str, float] | None) -> str:
+    return json.dumps({"text": text, "first_token_logprobs": first_token_logprobs})
 
 
 def _non_retryable() -> tuple[type[BaseException], ...]:
@@ -142,6 +156,7 @@ class LLMClient:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 4.0
     stats: Counter = field(default_factory=Counter)
+    local: LocalModel | None = None  # set for a `local/<path>` model: calls go to an engine in this process
 
     def cache_key(self, request: Request) -> str:
         body = {
@@ -156,6 +171,14 @@ class LLMClient:
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
+    def _from_cache(self, key: str) -> CallResult | None:
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        self.stats["cache_hits"] += 1
+        entry = json.loads(hit)
+        return CallResult(entry["text"], cached=True, first_token_logprobs=entry.get("first_token_logprobs"))
+
     def _temperature(self, request: Request) -> float:
         return self.endpoint.temperature if request.temperature is None else request.temperature
 
@@ -163,12 +186,8 @@ class LLMClient:
         import litellm
 
         key = self.cache_key(request) if self.cache is not None else None
-        if key is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.stats["cache_hits"] += 1
-                entry = json.loads(hit)
-                return CallResult(entry["text"], cached=True, first_token_logprobs=entry.get("first_token_logprobs"))
+        if key is not None and (hit := self._from_cache(key)) is not None:
+            return hit
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -213,7 +232,7 @@ class LLMClient:
                 last_error = "empty response"
                 continue
             if key is not None:
-                self.cache.put(key, json.dumps({"text": text, "first_token_logprobs": alternatives}))
+                self.cache.put(key, _cache_entry(text, alternatives))
             return CallResult(text, first_token_logprobs=alternatives)
         self.stats["failures"] += 1
         return CallResult(None, error=last_error)
@@ -232,7 +251,9 @@ class LLMClient:
         if progress:
             from tqdm.auto import tqdm
 
-            with tqdm(total=len(tasks), desc=progress, leave=False) as bar:
+            from collabloop.console import progress_stream
+
+            with tqdm(total=len(tasks), desc=progress, leave=False, file=progress_stream()) as bar:
                 for t in tasks.values():
                     t.add_done_callback(lambda _: bar.update(1))
                 await asyncio.gather(*tasks.values())
@@ -240,11 +261,46 @@ class LLMClient:
             await asyncio.gather(*tasks.values())
         return [tasks[key].result() for key in keys]
 
+    def _complete_local(self, requests: list[Request]) -> list[CallResult]:
+        """The local backend: cache hits answered, every miss in one engine batch, answers cached at once."""
+        keys = [self.cache_key(r) for r in requests]
+        unique = dict(zip(keys, requests))
+        self.stats["deduplicated"] += len(requests) - len(unique)
+        answers: dict[str, CallResult] = {}
+        if self.cache is not None:
+            answers = {key: hit for key in unique if (hit := self._from_cache(key)) is not None}
+        misses = [key for key in unique if key not in answers]
+        if misses:
+            batch = [
+                (key, unique[key].messages, {
+                    "temperature": self._temperature(unique[key]),
+                    "max_tokens": unique[key].max_tokens or self.endpoint.max_tokens,
+                    "stop": unique[key].stop,
+                    "top_logprobs": unique[key].top_logprobs,
+                })
+                for key in misses
+            ]
+            self.stats["calls"] += len(misses)
+            new = []
+            for key, done in zip(misses, self.local.complete(batch)):
+                if done.error is not None:
+                    self.stats["failures"] += 1
+                    answers[key] = CallResult(None, error=done.error)
+                    continue
+                answers[key] = CallResult(done.text, first_token_logprobs=done.first_token_logprobs)
+                new.append((key, _cache_entry(done.text, done.first_token_logprobs)))
+            if self.cache is not None and new:
+                self.cache.put_many(new)
+        return [answers[key] for key in keys]
+
     def complete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
         """Run all requests concurrently (bounded) and return results in order."""
         if not requests:
             return []
         start = time.time()
-        results = asyncio.run(self.acomplete_many(requests, progress))
+        if self.local is not None:
+            results = self._complete_local(requests)
+        else:
+            results = asyncio.run(self.acomplete_many(requests, progress))
         logger.debug("%d calls in %.1fs", len(requests), time.time() - start)
         return results

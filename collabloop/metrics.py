@@ -114,6 +114,15 @@ def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
     return out
 
 
+def states_answer(task: Task, message: dict) -> bool:
+    """Whether an assistant message states a final answer the task's metric can read (math: a number)."""
+    if task.task != "math" or message["role"] != "assistant":
+        return False
+    from math_verify import parse
+
+    return bool(parse(message["content"]))
+
+
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
 
 
@@ -188,7 +197,14 @@ def bleu(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     return out
 
 
-INTERACTIVITY_PROMPT = """You are judging how well an AI assistant collaborates with a user.
+# The rubric comes before the conversation: every judge prompt then starts with the same text, and the
+# candidates of one context share the history too, so an engine's prefix cache computes them once (on a
+# CPU the judge's cost is its prompt tokens).
+INTERACTIVITY_PROMPT = """You are judging how well an AI assistant collaborates with a user, on this scale:
+A: very collaborative: it understood the user's need, asked a useful clarifying question when something was \
+unclear, or answered exactly what was asked and checked with the user.
+B: somewhat collaborative: it helped, but missed chances to clarify or ignored part of what the user said.
+C: passive or unhelpful: it ignored the user's need, rambled, or made assumptions without checking.
 
 Conversation so far:
 {history}
@@ -196,12 +212,7 @@ Conversation so far:
 What happened next:
 {window}
 
-How interactive and collaborative was the assistant in "What happened next"?
-A: very collaborative: it understood the user's need, asked a useful clarifying question when something was \
-unclear, or answered exactly what was asked and checked with the user.
-B: somewhat collaborative: it helped, but missed chances to clarify or ignored part of what the user said.
-C: passive or unhelpful: it ignored the user's need, rambled, or made assumptions without checking.
-
+How interactive and collaborative was the assistant in "What happened next"? \
 Answer with one letter: A, B or C."""
 
 _GRADES = {"A": 1.0, "B": 0.5, "C": 0.0}

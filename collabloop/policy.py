@@ -67,6 +67,48 @@ class SamplingSettings:
     max_new_tokens: int
 
 
+# One vLLM engine per model and dtype in a process: a local simulator or judge on the policy's own model
+# (the demo's first iteration) samples from the policy's engine instead of starting a second one.
+_ENGINES: dict[tuple[str, str], object] = {}
+
+
+def shared_llm(
+    model: str,
+    seed: int,
+    dtype: str = "auto",
+    max_model_len: int = 2048,
+    kv_cache_gib: int = 1,
+    enable_prefix_caching: bool = True,
+    enforce_eager: bool = True,
+    gpu_memory_utilization: float = 0.6,
+):
+    """The process's `vllm.LLM` for `model` in `dtype`, started on first use.
+
+    The settings of the first caller hold for every later one (an engine cannot change them).
+    `gpu_memory_utilization` is the share of the GPU this engine takes; on CPU the KV cache is
+    `kv_cache_gib` instead, and the share is not passed.
+    """
+    configure_vllm_env(kv_cache_gib)
+    resolved = resolve_dtype(dtype)
+    key = (os.path.realpath(model) if os.path.exists(model) else model, resolved)
+    if key not in _ENGINES:
+        import torch
+        from vllm import LLM
+
+        logger.info("vLLM engine: %s in %s", model, resolved)
+        on_gpu = {"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available() else {}
+        _ENGINES[key] = LLM(
+            model=model,
+            seed=seed,
+            dtype=resolved,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
+            **on_gpu,
+        )
+    return _ENGINES[key]
+
+
 class PolicyEngine:
     """A thin wrapper over `vllm.LLM` for batched chat sampling."""
 
@@ -79,22 +121,13 @@ class PolicyEngine:
         kv_cache_gib: int = 1,
         enable_prefix_caching: bool = True,
         enforce_eager: bool = True,
+        gpu_memory_utilization: float = 0.6,
     ):
-        configure_vllm_env(kv_cache_gib)
-        from vllm import LLM
-
         self.model = model
         self.seed = seed
         self.dtype = resolve_dtype(dtype)
-        logger.info("policy engine: %s in %s", model, self.dtype)
-        self.llm = LLM(
-            model=model,
-            seed=seed,
-            dtype=self.dtype,
-            max_model_len=max_model_len,
-            enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=enforce_eager,
-        )
+        self.llm = shared_llm(model, seed, dtype, max_model_len, kv_cache_gib, enable_prefix_caching,
+                              enforce_eager, gpu_memory_utilization)
         self.tokenizer = self.llm.get_tokenizer()
 
     def chat(
@@ -134,3 +167,10 @@ class LazyPolicyEngine:
         if self._engine is None:
             self._engine = PolicyEngine(*self._args, **self._kwargs)
         return self._engine.chat(*args, **kwargs)
+
+
+def policy_engine(cfg, lazy: bool = False) -> PolicyEngine | LazyPolicyEngine:
+    """The policy engine a stage's `PolicyArgs` describe; `lazy`: started by its first `chat`."""
+    make = LazyPolicyEngine if lazy else PolicyEngine
+    return make(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib,
+                enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization)

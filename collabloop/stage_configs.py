@@ -21,8 +21,9 @@ def _help(text: str, **kw):
 @dataclass
 class SimulatorArgs:
     simulator_model: str = _help(
-        "litellm model name of the user simulator, e.g. 'hosted_vllm/simulator' (a local vLLM server) "
-        "or 'gpt-4o-mini'.",
+        "The user simulator: a litellm model name, e.g. 'hosted_vllm/simulator' (a vLLM server at "
+        "simulator_api_base) or 'gpt-4o-mini'; or 'local/<model dir>': a vLLM engine in the stage process, no "
+        "server (the api_base is then not used).",
         default="hosted_vllm/simulator",
     )
     simulator_api_base: str | None = _help(
@@ -35,6 +36,13 @@ class SimulatorArgs:
         "'json': the simulator answers {thought, message} (hidden reasoning, as CollabLLM); 'text': the message "
         "alone. Replies that break the format fall back to their text and are counted.",
         default="json",
+    )
+    end_on_answer: bool = _help(
+        "End a conversation as soon as an assistant turn states a final answer the task's metric reads (math: a "
+        "number): the user takes the first answer. A small simulator seldom ends a conversation itself, and the "
+        "turns it adds after an answer lead the policy to state other numbers, so the score measured the "
+        "simulator more than the policy.",
+        default=False,
     )
 
     def _check_simulator(self) -> None:
@@ -64,6 +72,14 @@ class RemoteCallArgs:
     max_failure_fraction: float = _help(
         "The stage fails when more than this fraction of simulator/judge results failed.", default=0.2
     )
+    local_max_model_len: int = _help(
+        "Context length in tokens of a 'local/<model dir>' simulator or judge engine.", default=2048
+    )
+    local_gpu_memory_utilization: float = _help(
+        "Share of the GPU's memory a 'local/<model dir>' simulator or judge engine takes beside the policy's "
+        "(gpu_memory_utilization); a local model that is the policy's own uses the policy's engine. Ignored on CPU.",
+        default=0.3,
+    )
 
     def _check_remote(self) -> None:
         if self.llm_max_concurrency < 1:
@@ -74,6 +90,12 @@ class RemoteCallArgs:
             raise ConfigError(f"llm_max_retries must be >= 0, got {self.llm_max_retries}")
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+        if self.local_max_model_len < 16:
+            raise ConfigError(f"local_max_model_len must be >= 16, got {self.local_max_model_len}")
+        if not 0 < self.local_gpu_memory_utilization < 1:
+            raise ConfigError(
+                f"local_gpu_memory_utilization must be in (0, 1), got {self.local_gpu_memory_utilization}"
+            )
 
 
 @dataclass
@@ -90,6 +112,11 @@ class PolicyArgs:
                        "else float32), 'bfloat16', 'float16' or 'float32'.", default="auto")
     max_model_len: int = _help("vLLM context length in tokens.", default=2048)
     kv_cache_gib: int = _help("KV cache size for vLLM on CPU (VLLM_CPU_KVCACHE_SPACE), whole GiB.", default=1)
+    gpu_memory_utilization: float = _help(
+        "Share of the GPU's memory the policy's vLLM engine takes; the rest leaves room for a local simulator or "
+        "judge engine (local_gpu_memory_utilization). Ignored on CPU.",
+        default=0.6,
+    )
     enforce_eager: bool = _help(
         "Skip vLLM's torch.compile: on CPU the engine starts in ~12 s instead of ~65 s; set false for long runs.",
         default=True,
@@ -104,6 +131,8 @@ class PolicyArgs:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+        if not 0 < self.gpu_memory_utilization < 1:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1), got {self.gpu_memory_utilization}")
 
 
 @dataclass
@@ -205,7 +234,11 @@ class JudgeArgs:
         "Tokenizer that counts tokens for token_amount (the policy's).",
         default="models/SmolLM2-135M-Instruct",
     )
-    judge_model: str = _help("litellm model name of the LLM judge.", default="hosted_vllm/simulator")
+    judge_model: str = _help(
+        "The LLM judge: a litellm model name (e.g. 'hosted_vllm/simulator' at judge_api_base, 'gpt-4o-mini'), or "
+        "'local/<model dir>': a vLLM engine in the stage process.",
+        default="hosted_vllm/simulator",
+    )
     judge_api_base: str | None = _help(
         "Base URL of the judge server; null for API models.",
         default="http://127.0.0.1:8000/v1",
@@ -290,6 +323,11 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, Shard
         "Most assistant turns in one conversation (it also ends when the user terminates).",
         default=4,
     )
+    num_samples: int = _help(
+        "Conversations played from each opening (ids <context id>/sample<j> when above 1): the report compares "
+        "iterations per task over the same openings, and more samples per task narrow its intervals.",
+        default=1,
+    )
     metrics: list[str] = _help(
         "Metrics scored on each conversation; 'turns' (assistant turns) is always added.",
         default_factory=lambda: ["accuracy", "interactivity", "token_amount"],
@@ -310,6 +348,8 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, Shard
         self._check_judge(self.metrics)
         if self.max_turns < 1:
             raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.bootstrap_samples < 1:
@@ -533,10 +573,18 @@ class LoopConfig:
     )
     train_tasks: str = _help("Tasks to build contexts from each iteration.", default="data/tasks/math_demo_train.jsonl")
     simulator_model_path: str = _help(
-        "Model the local simulator/judge server serves; empty: use an API model (see simulator_model).",
+        "Local model that plays the user and the judge (see simulator_backend); empty: the simulator_model and "
+        "judge_model of the stage sections (API models or servers of your own).",
         default="models/SmolLM2-135M-Instruct",
     )
-    simulator_port: int = _help("Port of the local simulator server on 127.0.0.1.", default=8000)
+    simulator_backend: str = _help(
+        "How the local simulator model runs: 'in_process' (a vLLM engine inside each stage that calls it, as "
+        "'local/<path>'; the policy's own engine when it is the same model) or 'server' (one vLLM OpenAI server for "
+        "the run on simulator_port, called through litellm). Not 'in_process' with algorithm grpo, whose trainer "
+        "ranks would each start an engine.",
+        default="in_process",
+    )
+    simulator_port: int = _help("Port of the simulator server on 127.0.0.1 (simulator_backend server).", default=8000)
     simulator_served_name: str = _help(
         "Name the server serves the model under (hosted_vllm/<name>).",
         default="simulator",
@@ -582,6 +630,13 @@ class LoopConfig:
 
         if self.algorithm not in [*ALGORITHMS, "grpo"]:
             raise ConfigError(f"algorithm must be one of {sorted([*ALGORITHMS, 'grpo'])}, got {self.algorithm!r}")
+        if self.simulator_backend not in ("in_process", "server"):
+            raise ConfigError(f"simulator_backend must be 'in_process' or 'server', got {self.simulator_backend!r}")
+        if self.algorithm == "grpo" and self.simulator_model_path and self.simulator_backend == "in_process":
+            raise ConfigError(
+                "algorithm grpo needs simulator_backend 'server' (each trainer rank would start its own engine); "
+                "set loop.simulator_backend: server"
+            )
         if self.reference not in ("initial", "previous"):
             raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
         if self.num_processes < 0:

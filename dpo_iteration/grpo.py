@@ -67,7 +67,7 @@ class MultiturnReward:
             for s in range(self.args.num_futures)
         ]
         self.counts.update(roll_out(rollouts, self.args.window_turns, self.simulator, self.assistant, None,
-                                    (step,), self.args.simulator_format))
+                                    (step,), self.args.simulator_format, self.args.end_on_answer))
         items = [ScoringItem(task=r.task, history=prompts[i // self.args.num_futures],
                              window=[*completions[i // self.args.num_futures], *r.future])
                  for i, r in enumerate(rollouts)]

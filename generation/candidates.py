@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from collabloop.jsonl import read_records
-from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
+from collabloop.policy import SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, Generation
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GenerateConfig
@@ -23,9 +23,7 @@ def run(cfg: GenerateConfig) -> dict | None:
     contexts = read_records(cfg.contexts_path, Context)
     done, todo_chunks = stage.begin_chunks(contexts, cfg.batch_size)
     if todo_chunks:
-        engine = PolicyEngine(
-            cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager
-        )
+        engine = policy_engine(cfg)
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         gen_info = {
             "model": cfg.model,

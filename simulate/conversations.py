@@ -9,13 +9,14 @@ holds every metric's mean with a seeded bootstrap interval.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from collabloop.cli import cache_for, check_failures, metric_resources, simulator_client
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient
 from collabloop.metrics import MetricResources, ScoringItem, score_items
-from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed
+from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, EvalConversation
 from collabloop.stage import StageRun
 from collabloop.stage_configs import EvaluateConfig
@@ -35,6 +36,7 @@ def converse(
     sampling: SamplingSettings,
     seed_parts: tuple,
     simulator_format: str = "text",
+    end_on_answer: bool = False,
 ):
     """Play every rollout (its history ends with the user's opening) to the end, in place; returns counts.
 
@@ -48,7 +50,14 @@ def converse(
         message = {"role": "assistant", "content": reply[0]}
         rollout.history.append(message)
         rollout.future.append(message)
-    return roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format)
+    return roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format, end_on_answer)
+
+
+def sample_contexts(contexts: list[Context], num_samples: int) -> list[Context]:
+    """Each opening `num_samples` times, as <context id>/sample<j> (unchanged ids for one sample)."""
+    if num_samples == 1:
+        return contexts
+    return [replace(c, id=f"{c.id}/sample{j}") for c in contexts for j in range(num_samples)]
 
 
 def score_conversations(
@@ -114,22 +123,24 @@ def run(cfg: EvaluateConfig) -> dict | None:
 
         check_available()
     contexts, tasks = read_records_with_tasks(cfg.contexts_path, Context, cfg.tasks_path)
+    contexts = sample_contexts(contexts, cfg.num_samples)
     done, todo = stage.begin_chunks(contexts, cfg.batch_size)
     if todo:
         from tqdm.auto import tqdm
 
+        from collabloop.console import progress_stream
+
         cache = cache_for(cfg, str(conversations_path))
         simulator = simulator_client(cfg, cache)
         resources = metric_resources(cfg, cache, cfg.metrics)
-        engine = PolicyEngine(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib,
-                              enforce_eager=cfg.enforce_eager)
+        engine = policy_engine(cfg)
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-        for chunk_index, chunk in tqdm(todo, desc="evaluate batches"):
+        for chunk_index, chunk in tqdm(todo, desc="evaluate batches", file=progress_stream()):
             rollouts = [
                 Rollout(task=tasks[c.task_id], salt=f"eval/{c.id}", history=[dict(m) for m in c.prompt]) for c in chunk
             ]
             turn_counts = converse(rollouts, cfg.max_turns, simulator, engine, sampling,
-                                   (cfg.seed, "eval", chunk_index), cfg.simulator_format)
+                                   (cfg.seed, "eval", chunk_index), cfg.simulator_format, cfg.end_on_answer)
             failed = sum(1 for r in rollouts if r.error)
             check_failures(f"evaluate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
             scored = [r for r in score_conversations(chunk, rollouts, cfg.metrics, resources) if r.id not in done]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from collabloop.cli import cache_for, check_failures, simulator_client
 from collabloop.jsonl import read_records_with_tasks
 from collabloop.llm_client import LLMClient
-from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed
+from collabloop.metrics import states_answer
+from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Generation, Simulation, Task
 from collabloop.simulator import next_turn_request, parse_user_turn
 from collabloop.stage import StageRun
@@ -47,10 +48,23 @@ def roll_out(
     sampling: SamplingSettings,
     seed_parts: tuple,
     simulator_format: str = "text",
+    end_on_answer: bool = False,
 ) -> Counter:
-    """Advance every rollout by up to `window_turns` exchanges, in place; returns counts."""
+    """Advance every rollout by up to `window_turns` exchanges, in place; returns counts.
+
+    With `end_on_answer`, a conversation whose last assistant turn states a final answer ends there:
+    the user takes the first answer, and no later turn can change what is scored.
+    """
     counts: Counter = Counter()
+
+    def end_answered() -> None:
+        for r in rollouts:
+            if end_on_answer and r.live and states_answer(r.task, r.history[-1]):
+                r.terminated = True
+                counts["conversations_ended_on_answer"] += 1
+
     for turn in range(window_turns):
+        end_answered()
         live = [r for r in rollouts if r.live]
         if not live:
             return counts
@@ -76,6 +90,7 @@ def roll_out(
             assistant = {"role": "assistant", "content": reply[0]}
             rollout.history.append(assistant)
             rollout.future.append(assistant)
+    end_answered()
     return counts
 
 
@@ -91,13 +106,13 @@ def run(cfg: SimulateConfig) -> dict | None:
     if todo_chunks:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)
-        engine = LazyPolicyEngine(  # the simulator speaks first: a dead one fails before the engine starts
-            cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib, enforce_eager=cfg.enforce_eager
-        )
+        engine = policy_engine(cfg, lazy=True)  # the simulator speaks first: a dead one fails before it starts
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         from tqdm.auto import tqdm
 
-        for chunk_index, chunk in tqdm(todo_chunks, desc="simulate batches"):
+        from collabloop.console import progress_stream
+
+        for chunk_index, chunk in tqdm(todo_chunks, desc="simulate batches", file=progress_stream()):
             rollouts = {
                 (rec.id, k, s): Rollout(
                     task=tasks[rec.task_id],
@@ -109,7 +124,7 @@ def run(cfg: SimulateConfig) -> dict | None:
                 for s in range(cfg.num_futures)
             }
             turn_counts = roll_out(list(rollouts.values()), cfg.window_turns, simulator, engine, sampling,
-                                   (cfg.seed, chunk_index), cfg.simulator_format)
+                                   (cfg.seed, chunk_index), cfg.simulator_format, cfg.end_on_answer)
             failed = sum(1 for r in rollouts.values() if r.error)
             # Checked before appending, so a rerun redoes this batch once the simulator works again.
             check_failures(f"simulate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)

@@ -41,3 +41,33 @@ def test_requests_hide_nothing_from_the_simulator_and_swap_roles():
 def test_parse_user_turn(text, fmt, message, terminated, followed):
     turn = parse_user_turn(text, fmt)
     assert (turn.message, turn.terminated, turn.followed_format) == (message, terminated, followed)
+
+
+def test_end_on_answer_ends_answered_conversations_without_calling_anyone():
+    from collabloop.records import Context
+    from simulate.conversations import sample_contexts
+    from simulate.rollout import Rollout, roll_out
+
+    task = Task(id="t", task="math", goal="Know 2 + 3.", reference="5")
+    opening = [{"role": "user", "content": "What is 2 + 3?"}]
+
+    def rollout(reply: str) -> Rollout:
+        return Rollout(task=task, salt=reply, history=[*opening, {"role": "assistant", "content": reply}])
+
+    answered = [rollout("2 + 3 = 5."), rollout("It is 4.")]  # a wrong answer is an answer too
+    # No simulator and no engine: a call to either would raise.
+    counts = roll_out(answered, 2, None, None, None, ("t",), "text", end_on_answer=True)
+    assert [r.terminated for r in answered] == [True, True] and [r.future for r in answered] == [[], []]
+    assert counts["conversations_ended_on_answer"] == 2
+
+    asking = rollout("Which numbers do you want to add?")
+    counts = roll_out([asking], 0, None, None, None, ("t",), "text", end_on_answer=True)
+    assert not asking.terminated and counts["conversations_ended_on_answer"] == 0
+    unset = rollout("2 + 3 = 5.")
+    roll_out([unset], 0, None, None, None, ("t",), "text")
+    assert not unset.terminated  # off by default
+
+    contexts = [Context(id="t/turn0", task_id="t", prompt=opening, turn=0)]
+    assert sample_contexts(contexts, 1) == contexts
+    assert [c.id for c in sample_contexts(contexts, 3)] == ["t/turn0/sample0", "t/turn0/sample1", "t/turn0/sample2"]
+    assert all(c.prompt == opening and c.task_id == "t" for c in sample_contexts(contexts, 3))

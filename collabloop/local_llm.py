@@ -1,0 +1,112 @@
+"""A simulator or judge model run on a vLLM engine inside the stage process: `local/<model path>`.
+
+On one machine an HTTP server in front of a small model costs more than the
+model: on a 2-core CPU the server's engine-core process spun a core of its
+own, and simulate and annotate spent most of their time waiting on it. Here
+a stage's simulator turns or judge prompts go to an in-process engine as one
+batch, like the policy's replies, and the engine is the policy's own when
+both are the same model.
+
+The client (`LLMClient`) keeps everything else the same for every backend:
+requests, the on-disk cache, deduplication and failure accounting. The engine
+starts only when a request misses the cache, so a rerun that finds every
+answer cached starts none. Sampling is reproducible per batch: the torch
+generator is reseeded from the batch's requests before the batch runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from collabloop.policy import derive_seed, shared_llm
+
+logger = logging.getLogger(__name__)
+
+LOCAL_PREFIX = "local/"
+
+
+def is_local(model: str) -> bool:
+    return model.startswith(LOCAL_PREFIX)
+
+
+def local_path(model: str) -> str:
+    """The model directory named by `local/<path>`."""
+    return model[len(LOCAL_PREFIX):]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str | None
+    error: str | None = None
+    first_token_logprobs: dict[str, float] | None = None
+
+
+class LocalModel:
+    """One model on the process's shared vLLM engine; `complete` runs a batch of chat requests."""
+
+    def __init__(self, model: str, max_model_len: int = 2048, gpu_memory_utilization: float = 0.3,
+                 kv_cache_gib: int = 1):
+        self.path = local_path(model)
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.kv_cache_gib = kv_cache_gib
+        self.engine_starts = 0  # 0 or 1: whether this model's engine was needed at all
+        self.batches = 0  # engine batches run (one per `complete` with something to answer)
+        self._llm = None
+
+    def _engine(self):
+        if self._llm is None:
+            self._llm = shared_llm(self.path, seed=0, max_model_len=self.max_model_len,
+                                   kv_cache_gib=self.kv_cache_gib, gpu_memory_utilization=self.gpu_memory_utilization)
+            self.engine_starts += 1
+        return self._llm
+
+    def complete(self, batch: list[tuple[str, list[dict], dict]]) -> list[Completion]:
+        """Answer (cache key, messages, sampling) triples in one engine batch, in order.
+
+        `sampling` holds temperature, max_tokens, stop and top_logprobs. A prompt too long for the
+        engine, or an empty answer, fails alone; the rest of the batch is answered.
+        """
+        import torch
+        from vllm import SamplingParams
+
+        llm = self._engine()
+        tokenizer = llm.get_tokenizer()
+        # A shared engine keeps the context length its first user gave it.
+        model_config = getattr(llm.llm_engine, "model_config", None)
+        limit = min(self.max_model_len, getattr(model_config, "max_model_len", self.max_model_len))
+        results: list[Completion | None] = [None] * len(batch)
+        prompts, params, where = [], [], []
+        for i, (_, messages, sampling) in enumerate(batch):
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+                ids = ids["input_ids"]
+            room = limit - len(ids)
+            if room < 1:
+                results[i] = Completion(None, f"prompt of {len(ids)} tokens does not fit max_model_len="
+                                              f"{limit} of the local model {self.path}")
+                continue
+            prompts.append({"prompt_token_ids": list(ids)})
+            params.append(SamplingParams(
+                temperature=sampling["temperature"], max_tokens=min(sampling["max_tokens"], room),
+                stop=sampling["stop"], logprobs=sampling["top_logprobs"],
+            ))
+            where.append(i)
+        if prompts:
+            self.batches += 1
+            torch.manual_seed(derive_seed("local", *(batch[i][0] for i in where)))
+            outputs = llm.generate(prompts, params, use_tqdm=False)
+            for i, output in zip(where, outputs):
+                choice = output.outputs[0]
+                alternatives = None
+                if batch[i][2]["top_logprobs"] and choice.logprobs:
+                    alternatives = {}
+                    for logprob in choice.logprobs[0].values():
+                        token = logprob.decoded_token or ""
+                        alternatives[token] = max(alternatives.get(token, float("-inf")), float(logprob.logprob))
+                if not choice.text.strip():
+                    results[i] = Completion(None, "empty response")
+                else:
+                    results[i] = Completion(choice.text, first_token_logprobs=alternatives)
+        return results
