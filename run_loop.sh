@@ -6,8 +6,9 @@
 #   e.g. bash run_loop.sh configs/demo.yaml --num_iterations 1 --run_dir data/runs/try
 # Sets itself up (setup.sh) when needed. Stages whose output is complete and
 # was made from the same inputs and config are skipped, so rerunning after a
-# crash or Ctrl-C resumes where it stopped. The simulator/judge server starts
-# when the first stage that calls it has work to do.
+# crash or Ctrl-C resumes where it stopped. The local simulator and judge run
+# inside the stages that call them; with loop.simulator_backend server, a server
+# starts when the first stage that calls it has work to do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -17,6 +18,9 @@ bash setup.sh
 VENV="${COLLABLOOP_VENV:-.venv}"
 PY="$VENV/bin/python"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false LITELLM_LOCAL_MODEL_COST_MAP=True
+# Each stage writes vLLM's, DeepSpeed's and torch's output to a log beside its output and shows its own
+# start line, progress bar and end line; COLLABLOOP_QUIET=0 shows everything.
+export COLLABLOOP_QUIET="${COLLABLOOP_QUIET:-1}"
 
 # Validates every section of the config, writes <run_dir>/config.yaml, prints LOOP_* settings.
 env_lines=$("$PY" -m collabloop.loop env --config "$CONFIG" "$@")
@@ -97,7 +101,11 @@ SIM_ARGS=()
 JUDGE_ARGS=()
 ASSISTANT_ARGS=()
 API_BASE=""
-if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
+if [ -n "$LOOP_SIMULATOR_MODEL_PATH" ] && [ "$LOOP_SIMULATOR_BACKEND" = in_process ]; then
+  # The simulator and judge run inside each stage that calls them: no server to start.
+  SIM_ARGS=(--simulator_model "local/$LOOP_SIMULATOR_MODEL_PATH")
+  JUDGE_ARGS=(--judge_model "local/$LOOP_SIMULATOR_MODEL_PATH")
+elif [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
   PORT="$LOOP_SIMULATOR_PORT"
   API_BASE="http://127.0.0.1:$PORT/v1"
   SIM_ARGS=(--simulator_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --simulator_api_base "$API_BASE")
@@ -146,7 +154,10 @@ run_stage() { server_for "$@"; "$PY" "$@"; }  # run_stage SCRIPT ARGS...: one un
 train() {
   local answer
   if answer=$("$PY" "$@" --check_up_to_date 2>/dev/null); then echo "$answer"; return; fi
-  "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" "$@"
+  # Each rank's share of the cores, said here: torchrun would pick 1 and print a warning about it.
+  local threads=$(( $(nproc) / NUM_PROCESSES )); [ "$threads" -gt 0 ] || threads=1
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" \
+    "$VENV/bin/accelerate" launch --config_file "$LOOP_ACCELERATE_CONFIG" --num_processes "$NUM_PROCESSES" "$@"
 }
 
 evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tasks
@@ -214,5 +225,5 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
   "$PY" -m collabloop.loop summary --iter_dir "$ITER"
 done
 stop_server
-"$PY" -m collabloop.report --run_dir "$RUN_DIR"
+COLLABLOOP_LOG_LEVEL=WARNING "$PY" -m collabloop.report --run_dir "$RUN_DIR"  # prints its headline and path
 echo "done: $LOOP_NUM_ITERATIONS iterations in $RUN_DIR; final model: $POLICY"

@@ -82,11 +82,13 @@ def run(cfg: AnnotateConfig) -> dict | None:
     if todo:
         from tqdm.auto import tqdm
 
+        from collabloop.console import progress_stream
+
         # The LLM cache only for a judge: metrics that call none leave no cache file behind.
         cache = cache_for(cfg, cfg.output_path) if uses_judge(cfg.metric_weights) else None
         resources = metric_resources(cfg, cache, cfg.metric_weights)
         judge, reward_model = resources.judge, resources.reward_model
-        for _, chunk in tqdm(todo, desc="annotate batches"):
+        for _, chunk in tqdm(todo, desc="annotate batches", file=progress_stream()):
             scored = score_records(chunk, tasks, cfg, resources)
             judged = [
                 e for rec in scored for per in rec.metrics for m in per.values() for e in m["errors"]

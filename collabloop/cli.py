@@ -9,9 +9,17 @@ import sqlite3
 from pathlib import Path
 
 from collabloop.llm_client import Endpoint, LLMClient, ResponseCache
+from collabloop.local_llm import LocalModel, is_local
 
 
-def setup_logging() -> None:
+def setup_logging(output: str | None = None) -> None:
+    """Logging for an entry script; with `output` and COLLABLOOP_QUIET=1, third-party output goes to its log."""
+    from collabloop.stage import StageRun
+
+    if output is not None and not StageRun.check_only:  # a check does no work and writes nothing
+        from collabloop import console
+
+        console.quiet(output)
     logging.basicConfig(
         level=os.environ.get("COLLABLOOP_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,9 +37,14 @@ def cache_for(cfg, output_path: str) -> ResponseCache:
 def client_for(
     cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int
 ) -> LLMClient:
+    local = None
+    if is_local(model):  # an engine in this process; no server, so no api_base (nor in the cache key)
+        local = LocalModel(model, cfg.local_max_model_len, cfg.local_gpu_memory_utilization)
+        api_base = None
     return LLMClient(
         Endpoint(model=model, api_base=api_base or None, temperature=temperature, max_tokens=max_tokens),
         cache=cache,
+        local=local,
         max_concurrency=cfg.llm_max_concurrency,
         timeout_s=cfg.llm_timeout_s,
         max_retries=cfg.llm_max_retries,
@@ -85,6 +98,7 @@ def run_main(main, is_stage: bool = True) -> None:
     """
     import sys
 
+    from collabloop import console
     from collabloop.config import ConfigError
     from collabloop.records import RecordError
     from collabloop.stage import StageRun, UpToDateAnswer
@@ -97,22 +111,33 @@ def run_main(main, is_stage: bool = True) -> None:
         if StageRun.check_only:  # every stage asks before any work: this one has a bug
             raise RuntimeError("--check_up_to_date: the stage finished without asking whether it was up to date")
     except UpToDateAnswer as answer:
-        print(answer)
+        console.say(str(answer))
         raise SystemExit(0 if answer.up_to_date else EXIT_NOT_UP_TO_DATE) from None
     except (ConfigError, RecordError, StageError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.error(f"error: {e}")
         raise SystemExit(1) from None
     except (OSError, sqlite3.OperationalError) as e:
         if not disk_full(e):
+            _name_a_crash(e)
             raise
         where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
-        print(
+        console.error(
             f"error: no space left on the device{where} ({e}). Nothing finished is lost: outputs are written whole "
             "or not at all, and finished records stay in the .partial file. Free some space and rerun the same "
-            "command to resume.",
-            file=sys.stderr,
+            "command to resume."
         )
         raise SystemExit(1) from None
+    except Exception as e:
+        _name_a_crash(e)
+        raise
+
+
+def _name_a_crash(e: BaseException) -> None:
+    """A bug or an unforeseen failure: with a quiet console the traceback goes to the log; name it."""
+    from collabloop import console
+
+    if console.is_quiet():
+        console.error(f"error: {type(e).__name__}: {str(e)[:500]}; the traceback is in the log")
 
 
 def disk_full(error: BaseException) -> bool:

@@ -63,7 +63,9 @@ class RewardModelScorer:
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=progress)
+            from collabloop.console import progress_stream
+
+            batches = tqdm(batches, desc=progress, file=progress_stream())
         scores: list[float | None] = [None] * len(encoded)
         pad = self.tokenizer.pad_token_id
         with torch.no_grad():

@@ -164,6 +164,10 @@ class StageRun:
         answer = complete and meta.get("fingerprint") == self.fingerprint
         if StageRun.check_only:
             raise UpToDateAnswer(self.name, self.output_path, answer)
+        if not answer:
+            from collabloop import console
+
+            console.announce(self.name)  # the console's start line, now that there is work
         return answer
 
     def begin(self) -> dict[str, Record]:

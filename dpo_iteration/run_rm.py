@@ -13,6 +13,7 @@ from trl import RewardConfig
 
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import RewardModelArgs
 from collabloop.training import trainer_defaults
 from dpo_iteration.reward_training import run
@@ -22,10 +23,10 @@ def main(argv=None):
     args, reward_args = parse_config(
         (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=trainer_defaults()
     )
-    setup_logging()
+    setup_logging(reward_args.output_dir)
     line = train_report("reward", reward_args.output_dir, run(args, reward_args))
     if line:
-        print(line)
+        say(line)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from trl import GRPOConfig
 
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import GRPOArgs
 from collabloop.training import trainer_defaults
 from dpo_iteration.grpo import run
@@ -20,10 +21,10 @@ from dpo_iteration.grpo import run
 
 def main(argv=None):
     args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=trainer_defaults())
-    setup_logging()
+    setup_logging(grpo_args.output_dir)
     line = train_report("grpo", grpo_args.output_dir, run(args, grpo_args))
     if line:
-        print(line)
+        say(line)
 
 
 if __name__ == "__main__":

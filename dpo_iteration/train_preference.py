@@ -17,6 +17,7 @@ import sys
 
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import ConfigError, parse_config
+from collabloop.console import say
 from collabloop.stage_configs import PreferenceArgs
 from collabloop.training import ALGORITHMS, trainer_defaults
 from dpo_iteration.preference import run
@@ -47,10 +48,10 @@ def main(argv=None):
         (PreferenceArgs, spec.load("config_class")), algorithm, argv, __doc__,
         machine_defaults={**trainer_defaults(), **spec.defaults},
     )
-    setup_logging()
+    setup_logging(trl_args.output_dir)
     line = train_report(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))
     if line:
-        print(line)
+        say(line)
 
 
 if __name__ == "__main__":

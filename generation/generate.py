@@ -8,14 +8,15 @@
 
 from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import GenerateConfig
 from generation.candidates import run
 
 
 def main(argv=None):
     cfg = parse_config(GenerateConfig, "generate", argv, __doc__)
-    setup_logging()
-    print(report("generate", cfg.output_path, run(cfg)))
+    setup_logging(cfg.output_path)
+    say(report("generate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from trl import SFTConfig
 
 from collabloop.cli import run_main, setup_logging, train_report
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import SFTArgs
 from collabloop.training import trainer_defaults
 from sft.training import run
@@ -18,10 +19,10 @@ from sft.training import run
 
 def main(argv=None):
     args, sft_args = parse_config((SFTArgs, SFTConfig), "sft", argv, __doc__, machine_defaults=trainer_defaults())
-    setup_logging()
+    setup_logging(sft_args.output_dir)
     line = train_report("sft", sft_args.output_dir, run(args, sft_args))
     if line:
-        print(line)
+        say(line)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,18 @@ values) and <output_dir>/summary.json (means with bootstrap intervals).
 
 from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import EvaluateConfig
 from simulate.conversations import run
 
 
 def main(argv=None):
     cfg = parse_config(EvaluateConfig, "evaluate", argv, __doc__)
-    setup_logging()
+    setup_logging(f"{cfg.output_dir}/conversations.jsonl")
     result = run(cfg)
-    print(report("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
+    say(report("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
     if cfg.num_shards == 1:  # shards write conversations only; the merge and an unsharded rerun write the summary
-        print(f"[evaluate] summary: {cfg.output_dir}/summary.json")
+        say(f"[evaluate] summary: {cfg.output_dir}/summary.json")
 
 
 if __name__ == "__main__":

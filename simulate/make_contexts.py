@@ -10,14 +10,15 @@ simulator from the hidden goal.
 
 from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run
 
 
 def main(argv=None):
     cfg = parse_config(ContextsConfig, "contexts", argv, __doc__)
-    setup_logging()
-    print(report("contexts", cfg.output_path, run(cfg)))
+    setup_logging(cfg.output_path)
+    say(report("contexts", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

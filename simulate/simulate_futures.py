@@ -11,14 +11,15 @@ run_loop.sh starts) plays the user who knows the hidden goal; the policy
 
 from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
+from collabloop.console import say
 from collabloop.stage_configs import SimulateConfig
 from simulate.rollout import run
 
 
 def main(argv=None):
     cfg = parse_config(SimulateConfig, "simulate", argv, __doc__)
-    setup_logging()
-    print(report("simulate", cfg.output_path, run(cfg)))
+    setup_logging(cfg.output_path)
+    say(report("simulate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ def test_run_loop_tiny(model_dir, tmp_path):
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     assert "stopping simulator server" in result.stdout
     assert "== iter_1 summary ==" in result.stdout
+    # A quiet console: each stage's start and end lines; vLLM's, DeepSpeed's and torch's output in its log.
+    assert f"[generate] started (log: {run_dir / 'iter_1' / 'generations.log'})" in result.stdout
+    assert "Loading safetensors" in (run_dir / "iter_1" / "generations.log").read_text()  # vLLM's, not ours
+    assert "[dpo] started" in result.stdout and (run_dir / "iter_1" / "model.log").stat().st_size > 0
+    assert "Loading safetensors" not in result.stdout + result.stderr
 
     it = run_dir / "iter_1"
     contexts = read_records(it / "contexts.jsonl", Context)
@@ -91,7 +96,8 @@ def test_run_loop_tiny(model_dir, tmp_path):
     )
     assert again.returncode == 0, again.stderr[-4000:]
     assert "starting simulator server" not in again.stdout  # no stage had work for it
-    assert "OMP_NUM_THREADS" not in again.stdout + again.stderr  # DPO answered in one process, no launch
+    assert "started" not in again.stdout  # no stage had work (a stage prints its start line only then)
+    assert "Setting accelerator" not in again.stdout + again.stderr  # DPO answered in one process, no launch
     for stage in ("contexts", "generate", "simulate", "annotate", "pairs", "dpo", "evaluate"):
         assert f"[{stage}]" in again.stdout and "up to date" in again.stdout.split(f"[{stage}]")[1].splitlines()[0]
 
