@@ -4,9 +4,12 @@
 
 writes `<output_dir>/report.md` and the PNG plots it links:
 
-1. a headline table of the evaluation metrics (`iter_<i>/eval/summary.json`)
-   of every evaluated iteration, and their change from the first (iteration 0,
-   the initial model) to the last;
+1. a headline line: the last evaluated iteration against iteration 0 (the
+   initial model) on the task metric, paired by task (collabloop/paired.py);
+   a table of the evaluation metrics (`iter_<i>/eval/summary.json`) of every
+   evaluated iteration and their change from the first to the last; and every
+   evaluated iteration against iteration 0, paired by task with a paired
+   bootstrap interval (`iter_<i>/eval/conversations.jsonl`);
 2. plots: candidate reward (MR) and pair margin distributions, per-metric
    means with bootstrap intervals (training candidates, and evaluation when
    present), training curves from each iteration's `log_history`;
@@ -30,10 +33,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from collabloop import paired
 from collabloop.jsonl import atomic_file, read_records
 from collabloop.loop import STAGE_FILES
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
 from collabloop.stats import bootstrap_ci, describe
+from collabloop.stats import format_number as _fmt
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +236,7 @@ def _collect_eval(eval_dir: Path, iteration: int, missing: list[str]) -> dict | 
             "errors": sum(1 for r in records if r.error is not None),
             "terminated": sum(1 for r in records if r.terminated),
             "metric_errors": sum(len(r.metric_errors) for r in records),
+            "task_values": paired.task_values(records),
         }
     else:
         missing.append("eval/conversations.jsonl")
@@ -303,7 +309,8 @@ def collect(run_dir: str | Path) -> dict:
         if isinstance(found, dict):
             weights = {k: float(v) for k, v in found.items() if _is_number(v)}
             break
-    return {"run_name": run_dir.resolve().name, "iterations": iterations, "metric_weights": weights}
+    return {"run_name": run_dir.resolve().name, "iterations": iterations, "metric_weights": weights,
+            "paired": paired.compare_iterations(iterations)}
 
 
 # ---------------------------------------------------------------- plots
@@ -466,16 +473,6 @@ PLOTS = {
 # ---------------------------------------------------------------- markdown
 
 
-def _fmt(x: float | None, signed: bool = False) -> str:
-    if x is None:
-        return "—"
-    # Token counts are in the hundreds, scores in 0..1: one decimal for the former, three for the latter.
-    digits = 1 if abs(x) >= 100 else 3
-    if round(x, digits) == 0:
-        x = 0.0  # a tiny negative value would print as "-0.000"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
 def _fmt_interval(ci: dict) -> str:
     if ci.get("mean") is None:
         return "—"
@@ -526,6 +523,8 @@ def _headline(data: dict) -> list[str]:
         header += [f"change {first} → {last}", "verdict"]
     rows = [["conversations"] + [str(summaries[i].get("num_conversations", "—")) for i in evaluated]
             + (["", ""] if len(evaluated) > 1 else [])]
+    # The verdict is the paired one (per-task differences against iteration 0) where conversations pair.
+    paired_last = ((data.get("paired") or {}).get(last) or {}).get("metrics") or {} if first == 0 else {}
     verdicts: dict[str, list[str]] = {}
     for metric in metrics:
         row = [metric]
@@ -538,7 +537,11 @@ def _headline(data: dict) -> list[str]:
         if len(evaluated) > 1:
             a, b = summaries[first]["metrics"].get(metric) or {}, summaries[last]["metrics"].get(metric) or {}
             delta = b["mean"] - a["mean"] if None not in (a.get("mean"), b.get("mean")) else None
-            verdict = _verdict(a, b, data["metric_weights"].get(metric))
+            weight = data["metric_weights"].get(metric)
+            if metric in paired_last:
+                verdict = paired.verdict(paired_last[metric], weight)
+            else:
+                verdict = _verdict(a, b, weight)
             verdicts.setdefault(verdict, []).append(metric)
             row += [_fmt(delta, signed=True), verdict]
         rows.append(row)
@@ -556,8 +559,10 @@ def _headline(data: dict) -> list[str]:
         lines.append(f"**At a glance, iteration {first} → {last}:** " + "; ".join(said) + ".")
         lines.append("")
         lines.append(
-            "A verdict is *better* or *worse* only when the two intervals do not overlap (a conservative "
-            "reading); the direction is the sign of the metric's weight in the reward "
+            "A verdict is *better* or *worse* only when the paired interval of the per-task differences against "
+            "iteration 0 excludes 0 (the paired comparison below); for a metric whose conversations cannot be "
+            "paired, only when the two intervals do not overlap. The direction is the sign of the metric's weight "
+            "in the reward "
             f"({', '.join(f'{m}: {w:g}' for m, w in data['metric_weights'].items()) or 'no weights found'})."
         )
     return lines
@@ -678,12 +683,15 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
     lines = [
         f"# Run report: {data['run_name']}",
         "",
+        paired.headline(data),
+        "",
         f"Trained iterations: {', '.join(trained) or 'none'} · evaluated iterations: {', '.join(evaluated) or 'none'}",
         "",
         "## 1. At a glance: did the model become a better collaborator?",
         "",
         *_headline(data),
         "",
+        *paired.section(data),
         *_figure("eval_metrics", figures, "no evaluation"),
         "## 2. Training candidates and pairs",
         "",
@@ -744,7 +752,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run_dir", required=True, help="a run folder, e.g. data/runs/demo")
     parser.add_argument("--output_dir", default=None, help="where report.md and the plots go (default: RUN_DIR/report)")
     args = parser.parse_args(argv)
-    print(write_report(args.run_dir, args.output_dir))  # noqa: T201
+    report_path = write_report(args.run_dir, args.output_dir)
+    # The headline for the console too, the path last.
+    headline = next((line for line in report_path.read_text().splitlines() if line.startswith("**Headline:**")), None)
+    if headline:
+        print(headline.replace("**", ""))  # noqa: T201
+    print(report_path)  # noqa: T201
 
 
 if __name__ == "__main__":

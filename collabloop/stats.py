@@ -50,3 +50,55 @@ def describe(values: Sequence[float | None]) -> dict:
             max=max(present),
         )
     return out
+
+
+def paired_bootstrap(
+    differences: Sequence[float], confidence: float = 0.95, num_samples: int = 10000, seed: int = 0
+) -> dict:
+    """Mean of per-task differences (model B - model A on the same tasks) and its paired bootstrap interval.
+
+    Resampling the tasks, not the two models' values separately, keeps each
+    task's pair together: a task's difficulty cancels in its difference, so
+    the interval is far narrower than two overlapping per-model intervals
+    suggest when both models saw the same tasks. Returns {"mean", "ci_low",
+    "ci_high", "n"} (n = tasks); seeded like `bootstrap_ci`, and a non-finite
+    difference is refused rather than averaged into a NaN verdict.
+    """
+    values = [float(d) for d in differences]
+    if not all(math.isfinite(d) for d in values):
+        raise ValueError("paired_bootstrap got a difference that is not finite")
+    return bootstrap_ci(values, confidence=confidence, num_samples=num_samples, seed=seed)
+
+
+def paired_verdict(paired: dict, direction: float | None = 1.0) -> str:
+    """Better or worse only when the paired interval excludes 0, in the metric's direction.
+
+    `direction` > 0: higher is better (accuracy); < 0: lower is better
+    (token_amount); None or 0: no known direction, so the answer says only
+    which way the metric moved ("higher" / "lower"). An interval touching 0 is
+    "within noise". With fewer than two tasks there is no spread to judge
+    noise by (one difference gives the interval [d, d]), so the answer is "n/a".
+    """
+    low, high = paired.get("ci_low"), paired.get("ci_high")
+    if low is None or high is None or (paired.get("n") or 0) < 2:
+        return "n/a"
+    if low > 0:
+        moved = "higher"
+    elif high < 0:
+        moved = "lower"
+    else:
+        return "within noise"
+    if not direction:
+        return moved
+    return "better" if (moved == "higher") == (direction > 0) else "worse"
+
+
+def format_number(x: float | None, signed: bool = False) -> str:
+    """A statistic as the report prints it: "—" for none, tokens with one decimal, scores with three."""
+    if x is None:
+        return "—"
+    # Token counts are in the hundreds, scores in 0..1: one decimal for the former, three for the latter.
+    digits = 1 if abs(x) >= 100 else 3
+    if round(x, digits) == 0:
+        x = 0.0  # a tiny negative value would print as "-0.000"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collabloop.jsonl import read_records
+from collabloop.paired import compare_tasks, task_values
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
 from collabloop.report import collect, main, write_report
+from collabloop.stats import paired_bootstrap, paired_verdict
 from tests.conftest import REPO, write_jsonl
 
 DEMO_RUN = REPO / "data" / "runs" / "demo"
@@ -25,6 +29,21 @@ EVAL = {
         "token_amount": (300.0, 280.0, 320.0), "turns": (4.0, 3.5, 4.5)},
     2: {"accuracy": (0.56, 0.38, 0.81), "interactivity": (0.55, 0.45, 0.65),
         "token_amount": (200.0, 180.0, 220.0), "turns": (2.0, 1.5, 2.5)},
+}
+
+# Per-conversation values for the paired comparison: iteration -> metric -> task -> one value per sample.
+# Task t2 has a failed accuracy in iteration 0; t5 is only in iteration 0 and t4 only in iteration 2.
+# Per-task differences 2 - 0: accuracy +0.5 on every task (0.25 -> 0.75), interactivity +0.1, -0.1, +0.1, -0.1,
+# token_amount -100, turns -1.
+PAIRED = {
+    0: {"accuracy": {"t0": [0.0, 0.0], "t1": [0.0, 1.0], "t2": [0.0, None], "t3": [0.5, 0.5], "t5": [1.0]},
+        "interactivity": {"t0": [0.5, 0.5], "t1": [0.5, 0.5], "t2": [0.5, 0.5], "t3": [0.5, 0.5], "t5": [0.5]},
+        "token_amount": {t: [300.0] * k for t, k in (("t0", 2), ("t1", 2), ("t2", 2), ("t3", 2), ("t5", 1))},
+        "turns": {t: [4.0] * k for t, k in (("t0", 2), ("t1", 2), ("t2", 2), ("t3", 2), ("t5", 1))}},
+    2: {"accuracy": {"t0": [0.5, 0.5], "t1": [1.0, 1.0], "t2": [0.5, 0.5], "t3": [1.0, 1.0], "t4": [0.0, 0.0]},
+        "interactivity": {"t0": [0.6, 0.6], "t1": [0.4, 0.4], "t2": [0.6, 0.6], "t3": [0.4, 0.4], "t4": [0.5, 0.5]},
+        "token_amount": {t: [200.0, 200.0] for t in ("t0", "t1", "t2", "t3", "t4")},
+        "turns": {t: [3.0, 3.0] for t in ("t0", "t1", "t2", "t3", "t4")}},
 }
 
 
@@ -120,10 +139,24 @@ def _write_eval(iter_dir: Path, iteration: int, with_conversations: bool = True)
             {"id": f"e{k}", "task_id": f"t{k}", "terminated": k % 2 == 0,
              "error": "simulator timeout" if k == 0 else None,
              "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-             "metrics": {"accuracy": 1.0}, "metric_errors": {}}
+             # Iteration 2 solves 5 tasks more than iteration 0: the paired verdict on accuracy is "better".
+             "metrics": {"accuracy": float(k >= 2 if iteration == 2 else k == 7)}, "metric_errors": {}}
             for k in range(8)
         ]
         write_jsonl(iter_dir / "eval" / "conversations.jsonl", conversations)
+
+
+def _write_conversations(eval_dir: Path, values: dict[str, dict[str, list[float | None]]]) -> None:
+    """conversations.jsonl with several samples per task ("<task>/sample<j>"), from {metric: {task: values}}."""
+    tasks = {t: len(v) for per_task in values.values() for t, v in per_task.items()}
+    rows = [
+        {"id": f"{t}/sample{j}", "task_id": t, "terminated": True, "error": None,
+         "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+         "metrics": {m: per_task[t][j] for m, per_task in values.items() if t in per_task},
+         "metric_errors": {m: "judge timeout" for m, per_task in values.items() if per_task.get(t, [0])[j] is None}}
+        for t, k in tasks.items() for j in range(k)
+    ]
+    write_jsonl(eval_dir / "conversations.jsonl", rows)
 
 
 @pytest.fixture
@@ -240,6 +273,7 @@ def test_report_without_evaluation(run_dir, tmp_path):
     shutil.rmtree(run_dir / "iter_0")
     text = write_report(run_dir, out).read_text()
     assert "**No evaluation**" in _section(text, "## 1.")
+    assert text.splitlines()[2] == "**Headline:** no evaluation yet, so no held-out comparison of the models."
     assert "evaluated iterations: none" in text
     assert "eval_metrics.png" not in text
     assert not (out / "eval_metrics.png").exists(), "a plot the report no longer links is stale"
@@ -250,8 +284,12 @@ def test_report_single_evaluation_and_default_output_dir(run_dir):
     shutil.rmtree(run_dir / "iter_2" / "eval")
     report = write_report(run_dir)
     assert report == run_dir / "report" / "report.md"
+    assert report.read_text().splitlines()[2] == (
+        "**Headline:** only iteration 0 (the initial model) was evaluated: nothing to compare."
+    )
     headline = _section(report.read_text(), "## 1.")
     assert "Only iteration 0 was evaluated" in headline
+    assert "Paired with iteration 0" not in headline
     assert _row(headline, "| accuracy |") == "| accuracy | 0.120 [0.000, 0.310] |"
     # The report folder inside the run is not mistaken for an iteration.
     assert list(collect(run_dir)["iterations"]) == [0, 1, 2]
@@ -326,3 +364,130 @@ def test_report_on_demo_run(tmp_path):
         row = _row(counts, f"| {i} | pairs.jsonl (pairs) |")
         assert f"| {meta['counts']['records_in']} | {meta['counts']['records_out']} |" in row
     assert write_report(DEMO_RUN, tmp_path / "demo_report").read_text() == text
+
+
+def test_paired_bootstrap_known_answers():
+    # Every task moved by the same amount: no spread, the interval is that amount.
+    assert paired_bootstrap([0.25] * 7) == {"mean": 0.25, "ci_low": 0.25, "ci_high": 0.25, "n": 7}
+    # Two tasks, 0 and 1: resampled means are 0, 0.5, 1 with chances 1/4, 1/2, 1/4, so the 2.5% and 97.5%
+    # quantiles are the ends themselves.
+    assert paired_bootstrap([0.0, 1.0]) == {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 2}
+    # +-0.1 on four tasks: a resample is all -0.1 (or all +0.1) with chance 1/16 > 2.5%.
+    result = paired_bootstrap([0.1, -0.1, 0.1, -0.1])
+    assert result["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert (result["ci_low"], result["ci_high"], result["n"]) == (-0.1, 0.1, 4)
+    assert paired_bootstrap([]) == {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    assert paired_bootstrap([0.3]) == {"mean": 0.3, "ci_low": 0.3, "ci_high": 0.3, "n": 1}
+    # Many tasks: the percentile interval is close to the normal one, mean +- 1.96 sd / sqrt(n).
+    diffs = np.random.default_rng(7).normal(0.3, 1.0, 400)
+    wide = paired_bootstrap(diffs.tolist())
+    half = 1.96 * diffs.std() / math.sqrt(diffs.size)
+    assert wide["mean"] == pytest.approx(diffs.mean())
+    assert wide["ci_low"] == pytest.approx(diffs.mean() - half, abs=0.1 * half)
+    assert wide["ci_high"] == pytest.approx(diffs.mean() + half, abs=0.1 * half)
+    # Seeded: the same differences give the same interval; another seed another one.
+    assert paired_bootstrap(diffs.tolist()) == wide
+    assert paired_bootstrap(diffs.tolist(), seed=1) != wide
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="not finite"):
+            paired_bootstrap([0.1, bad])
+
+
+def test_paired_verdict():
+    assert paired_verdict({"mean": 0.2, "ci_low": 0.05, "ci_high": 0.3, "n": 10}) == "better"
+    assert paired_verdict({"mean": -0.2, "ci_low": -0.3, "ci_high": -0.05, "n": 10}) == "worse"
+    # An interval that reaches 0 is no verdict.
+    assert paired_verdict({"mean": 0.1, "ci_low": 0.0, "ci_high": 0.3, "n": 10}) == "within noise"
+    assert paired_verdict({"mean": 0.0, "ci_low": -0.1, "ci_high": 0.1, "n": 10}) == "within noise"
+    # Lower is better (a negative reward weight, e.g. token_amount): the wording turns round.
+    assert paired_verdict({"mean": -50.0, "ci_low": -80.0, "ci_high": -20.0, "n": 10}, -0.0001) == "better"
+    assert paired_verdict({"mean": 50.0, "ci_low": 20.0, "ci_high": 80.0, "n": 10}, -1.0) == "worse"
+    # No direction known (turns has no reward weight): only which way it moved.
+    assert paired_verdict({"mean": -1.0, "ci_low": -1.5, "ci_high": -0.5, "n": 10}, None) == "lower"
+    assert paired_verdict({"mean": 1.0, "ci_low": 0.5, "ci_high": 1.5, "n": 10}, 0.0) == "higher"
+    # One task (its interval is [d, d]) or none says nothing about noise.
+    assert paired_verdict(paired_bootstrap([0.5])) == "n/a"
+    assert paired_verdict(paired_bootstrap([])) == "n/a"
+
+
+def test_compare_tasks_pairs_by_task_and_averages_samples():
+    base = {"a": [0.0, 1.0], "b": [1.0], "c": [0.5], "e": []}
+    other = {"b": [0.0, 0.0, 0.0], "a": [1.0], "d": [1.0]}
+    # a: 1 - 0.5 = +0.5, b: 0 - 1 = -1; c is only in base, d only in other, e has no value: left out.
+    # Resampled means of (+0.5, -1) are -1, -0.25, +0.5 (chances 1/4, 1/2, 1/4): the interval is [-1, +0.5].
+    result = compare_tasks(base, other)
+    assert result == {"mean": -0.25, "ci_low": -1.0, "ci_high": 0.5, "n": 2, "base_mean": 0.75, "other_mean": 0.5,
+                      "base_conversations": 3, "other_conversations": 4, "only_base": 1, "only_other": 1}
+    # Pairing is by task, not by position: the order the tasks were written in changes nothing.
+    assert compare_tasks(dict(reversed(base.items())), dict(reversed(other.items()))) == result
+    nothing = compare_tasks({"a": [1.0]}, {"b": [1.0]})
+    assert (nothing["n"], nothing["mean"], nothing["base_mean"], nothing["only_base"], nothing["only_other"]) == (
+        0, None, None, 1, 1)
+
+
+def test_task_values_groups_samples_by_task(tmp_path):
+    _write_conversations(tmp_path, {"accuracy": {"t1": [1.0, None, 0.0], "t2": [0.5]}, "turns": {"t1": [2.0] * 3}})
+    records = read_records(tmp_path / "conversations.jsonl", EvalConversation)
+    assert [r.id for r in records] == ["t1/sample0", "t1/sample1", "t1/sample2", "t2/sample0"]
+    assert task_values(records) == {"accuracy": {"t1": [1.0, 0.0], "t2": [0.5]}, "turns": {"t1": [2.0, 2.0, 2.0]}}
+
+
+def test_report_paired_headline_and_table(run_dir, tmp_path):
+    for i, values in PAIRED.items():
+        _write_conversations(run_dir / f"iter_{i}" / "eval", values)
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    # The top of the report: the last evaluated iteration against iteration 0 on accuracy, paired by task.
+    assert text.splitlines()[:3] == [
+        "# Run report: tiny",
+        "",
+        "**Headline:** accuracy: iteration 2 0.750 vs iteration 0 0.250, paired difference +0.500 "
+        "[95% +0.500, +0.500] over 4 tasks (7 vs 8 conversations): better "
+        "(2 tasks with a value in only one of the two left out).",
+    ]
+    headline = _section(text, "## 1.")
+    assert ("| iteration | metric | iter 0 mean | iter i mean | difference [95% CI] | verdict | tasks paired "
+            "| conversations (iter 0 vs i) | tasks left out (only 0 / only i) |") in headline
+    assert _row(headline, "| 2 | accuracy |") == (
+        "| 2 | accuracy | 0.250 | 0.750 | +0.500 [+0.500, +0.500] | better | 4 | 7 vs 8 | 1 / 1 |")
+    assert _row(headline, "| 2 | interactivity |") == (
+        "| 2 | interactivity | 0.500 | 0.500 | +0.000 [-0.100, +0.100] | within noise | 4 | 8 vs 8 | 1 / 1 |")
+    # Fewer tokens is better (negative reward weight); turns has no weight, so it only moved.
+    assert _row(headline, "| 2 | token_amount |") == (
+        "| 2 | token_amount | 300.0 | 200.0 | -100.0 [-100.0, -100.0] | better | 4 | 8 vs 8 | 1 / 1 |")
+    assert _row(headline, "| 2 | turns |") == (
+        "| 2 | turns | 4.000 | 3.000 | -1.000 [-1.000, -1.000] | lower (no reward weight) | 4 | 8 vs 8 | 1 / 1 |")
+    assert write_report(run_dir, tmp_path / "again").read_text() == text
+
+
+def test_report_paired_without_conversations_or_accuracy(run_dir, tmp_path):
+    for i, values in PAIRED.items():
+        _write_conversations(run_dir / f"iter_{i}" / "eval", values)
+    # Iteration 1 evaluated, but its conversations are gone: listed, not compared; the headline is iteration 2.
+    summary = json.loads((run_dir / "iter_0" / "eval" / "summary.json").read_text())
+    _write_json(run_dir / "iter_1" / "eval" / "summary.json", {**summary, "iteration": 1})
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    assert text.splitlines()[2].startswith("**Headline:** accuracy: iteration 2 0.750 vs iteration 0 0.250,")
+    headline = _section(text, "## 1.")
+    assert "- iteration 1: not compared, iter_1/eval/conversations.jsonl is missing." in headline
+    assert not [line for line in headline.splitlines() if line.startswith("| 1 |")]
+
+    # Without accuracy the headline takes the evaluation's first metric.
+    _write_conversations(run_dir / "iter_0" / "eval", {m: v for m, v in PAIRED[0].items() if m != "accuracy"})
+    _write_conversations(run_dir / "iter_2" / "eval", {m: v for m, v in PAIRED[2].items() if m != "accuracy"})
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    assert text.splitlines()[2] == (
+        "**Headline:** interactivity: iteration 2 0.500 vs iteration 0 0.500, paired difference +0.000 "
+        "[95% -0.100, +0.100] over 4 tasks (8 vs 8 conversations): within noise "
+        "(2 tasks with a value in only one of the two left out)."
+    )
+
+    (run_dir / "iter_2" / "eval" / "conversations.jsonl").unlink()
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    assert text.splitlines()[2] == (
+        "**Headline:** no paired comparison of iteration 2: iter_2/eval/conversations.jsonl is missing."
+    )
+    shutil.rmtree(run_dir / "iter_0" / "eval")
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    assert text.splitlines()[2] == (
+        "**Headline:** no paired comparison: iteration 0 (the initial model) was not evaluated."
+    )
