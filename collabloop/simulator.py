@@ -23,11 +23,10 @@ from collabloop.records import Task
 TERMINATION_SIGNAL = "[[TERMINATE CHAT]]"
 FORMATS = ("json", "text")
 
+# The hidden goal comes last: every simulator prompt then starts with the same instructions, which an
+# engine's prefix cache computes once for all conversations (on a CPU the simulator's cost is its prompt).
 SYSTEM_PROMPT = """You are role-playing a person who chats with an AI assistant to get something done. \
 You are the USER, not the assistant.
-
-What you want (the assistant cannot see this):
-{goal}
 
 How to act:
 - Start vague: ask for help in a few words, without giving all the details at once.
@@ -39,7 +38,10 @@ Small typos or a slightly unclear question are fine.
 - Stay on your goal; no small talk.
 - When the assistant has fully done what you want, or clearly cannot, your message is only {signal}
 
-{format_instruction}"""
+{format_instruction}
+
+What you want (the assistant cannot see this):
+{goal}"""
 
 FORMAT_INSTRUCTIONS = {
     "json": (

@@ -1,0 +1,91 @@
+"""Benchmark: the in-process simulator (`local/<model>`) against the server path, and against raw vLLM.
+
+The same turn-synchronous futures (`roll_out`) are simulated twice: once with
+the user turns served by a vLLM OpenAI server through litellm, once with them
+sampled on an engine in this process (the policy's own, as in the demo, where
+simulator and policy are the same model). Raw vLLM then samples as many
+sequences and tokens in one batch. Prints the ratios, all measured in this run.
+
+    .venv/bin/python bench/simulator_backends.py [--contexts 16 --candidates 2 --futures 2 --window 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from simulate_batching import MODEL, RESULTS, free_port, generated_tokens, workload  # beside this file
+
+from collabloop.llm_client import Endpoint, LLMClient
+from collabloop.local_llm import LocalModel
+from collabloop.policy import PolicyEngine, SamplingSettings
+from collabloop.server import SimulatorServer
+from simulate.rollout import roll_out
+
+
+def timed_rollouts(simulator: LLMClient, engine: PolicyEngine, sampling, args, tag: str) -> tuple[float, list]:
+    roll_out(workload(1, 1, 1, f"warm-{tag}"), 1, simulator, engine, sampling, ("warm", tag))  # first-call costs
+    rollouts = workload(args.contexts, args.candidates, args.futures, tag)
+    start = time.perf_counter()
+    roll_out(rollouts, args.window, simulator, engine, sampling, (tag,))
+    return time.perf_counter() - start, rollouts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contexts", type=int, default=16)
+    parser.add_argument("--candidates", type=int, default=2)
+    parser.add_argument("--futures", type=int, default=2)
+    parser.add_argument("--window", type=int, default=2)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    sampling = SamplingSettings(temperature=0.8, top_p=1.0, max_new_tokens=args.max_new_tokens)
+    engine = PolicyEngine(MODEL, seed=0)
+    local = LLMClient(Endpoint(f"local/{MODEL}", None, temperature=1.0, max_tokens=args.max_new_tokens),
+                      cache=None, local=LocalModel(f"local/{MODEL}"))
+    local_s, local_rollouts = timed_rollouts(local, engine, sampling, args, "in_process")
+    with SimulatorServer(MODEL, free_port()) as server:
+        remote = LLMClient(Endpoint("hosted_vllm/simulator", server.api_base, temperature=1.0,
+                                    max_tokens=args.max_new_tokens), cache=None, max_concurrency=64)
+        server_s, server_rollouts = timed_rollouts(remote, engine, sampling, args, "server")
+
+    local_tokens = generated_tokens(local_rollouts, engine.tokenizer)
+    server_tokens = generated_tokens(server_rollouts, engine.tokenizer)
+
+    # Raw vLLM: as many sequences as conversations, each forced to the in-process run's mean tokens per
+    # conversation, in one batch: the ceiling for sampling this many tokens.
+    from vllm import SamplingParams
+
+    per_sequence = max(1, local_tokens // len(local_rollouts))
+    prompts = [[{"role": "user", "content": f"Count to ten, number {i}."}] for i in range(len(local_rollouts))]
+    params = SamplingParams(temperature=0.8, max_tokens=per_sequence, min_tokens=per_sequence, ignore_eos=True)
+    start = time.perf_counter()
+    engine.llm.chat(prompts, params, use_tqdm=False)
+    raw_s = time.perf_counter() - start
+    raw_tokens = per_sequence * len(local_rollouts)
+
+    def rate(tokens, seconds):
+        return round(tokens / seconds, 1)
+
+    result = {
+        "workload": {"conversations": len(local_rollouts), "window_turns": args.window,
+                     "max_new_tokens": args.max_new_tokens},
+        "in_process": {"seconds": round(local_s, 2), "tokens": local_tokens,
+                       "tokens_per_s": rate(local_tokens, local_s)},
+        "server": {"seconds": round(server_s, 2), "tokens": server_tokens,
+                   "tokens_per_s": rate(server_tokens, server_s)},
+        "raw_vllm": {"seconds": round(raw_s, 2), "tokens": raw_tokens, "tokens_per_s": rate(raw_tokens, raw_s)},
+    }
+    result["in_process_vs_server"] = round(rate(local_tokens, local_s) / rate(server_tokens, server_s), 2)
+    result["in_process_vs_raw_vllm"] = round(rate(local_tokens, local_s) / rate(raw_tokens, raw_s), 3)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "simulator_backends.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"in-process simulation: {result['in_process_vs_server']}x the server path's generated tokens/s, "
+          f"{result['in_process_vs_raw_vllm']:.0%} of raw vLLM sampling the same sequences and tokens")
+
+
+if __name__ == "__main__":
+    main()
