@@ -341,9 +341,12 @@ def test_eval_summary_in_the_wrong_folder_is_an_error(run_dir):
         collect(run_dir)
 
 
-def test_main_prints_the_report_path(run_dir, tmp_path, capsys):
+def test_main_prints_the_headline_and_the_report_path(run_dir, tmp_path, capsys):
     main(["--run_dir", str(run_dir), "--output_dir", str(tmp_path / "cli")])
-    assert capsys.readouterr().out.strip() == str(tmp_path / "cli" / "report.md")
+    headline, path = capsys.readouterr().out.strip().splitlines()
+    assert path == str(tmp_path / "cli" / "report.md")
+    assert headline.startswith("Headline: accuracy: iteration 2 ") and headline.endswith("better.")
+    assert f"**{headline.replace('Headline:', 'Headline:**')}" in (tmp_path / "cli" / "report.md").read_text()
 
 
 def test_report_on_demo_run(tmp_path):
