@@ -57,9 +57,23 @@ def main(model_dir: str, work: str, mode: str) -> None:
              for reply in ("2 + 3 = 5.", "Do you mean 2 + 3 in base 10? Then it is 5.")]
     values = score_items(items, [None, None], ["interactivity"],
                          MetricResources(judge=judge, options={"judge_top_logprobs": 10}))
+    # The same prompts again (answered from the cache): each grade must be the expected grade under the
+    # first-token log-probabilities the engine returned, or, where those hold too little mass on A/B/C,
+    # the letter written.
+    from collabloop.metrics import INTERACTIVITY_PROMPT, expected_grade, parse_grade, render_transcript
+
+    again = judge.complete_many([
+        Request(messages=[{"role": "user", "content": INTERACTIVITY_PROMPT.format(
+            history=render_transcript(item.history), window=render_transcript(item.window))}], top_logprobs=10)
+        for item in items
+    ])
     logprobs = judge.complete_many([Request(messages=[{"role": "user", "content": "Say A."}], top_logprobs=5)])[0]
     out["judge"] = {"values": [v.value for v in values["interactivity"]],
                     "errors": [v.error for v in values["interactivity"]],
+                    "expected_from_logprobs": [expected_grade(r.first_token_logprobs) for r in again],
+                    "letters": [parse_grade(r.text) for r in again],
+                    "alternatives": [len(r.first_token_logprobs or {}) for r in again],
+                    "cached": [r.cached for r in again],
                     "first_token_logprobs": logprobs.first_token_logprobs, "stats": dict(judge.stats)}
 
     policy = PolicyEngine(model_dir, seed=0)  # the same model: the simulator's engine, not a second one

@@ -43,7 +43,11 @@ def test_local_backend_batches_caches_judges_and_shares_the_policy_engine(model_
     judge = out["judge"]
     assert judge["errors"] == [None, None]
     assert all(0.0 <= v <= 1.0 for v in judge["values"])
-    assert all(v not in (0.0, 0.5, 1.0) for v in judge["values"])  # an expectation over A/B/C, not a letter
+    # The engine returned the first token's 10 most likely alternatives; the grade is their expectation over
+    # A/B/C, or the letter written where they hold under half the mass.
+    assert judge["cached"] == [True, True] and judge["alternatives"] == [10, 10]
+    assert judge["values"] == [e if e is not None else letter
+                               for e, letter in zip(judge["expected_from_logprobs"], judge["letters"])]
     assert len(judge["first_token_logprobs"]) >= 2 and all(v <= 0 for v in judge["first_token_logprobs"].values())
 
     assert out["engines"] == 1  # the policy sampled from the simulator's engine: the same model
