@@ -51,14 +51,19 @@ def generated_tokens(rollouts: list[Rollout], tokenizer) -> int:
     return sum(len(tokenizer.encode(m["content"], add_special_tokens=False)) for r in rollouts for m in r.future)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contexts", type=int, default=8)
+def workload_args(doc: str, contexts: int) -> argparse.Namespace:
+    """The futures workload of the simulation benchmarks, from the command line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contexts", type=int, default=contexts)
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--futures", type=int, default=2)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--max_new_tokens", type=int, default=64)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = workload_args(__doc__, contexts=8)
 
     sampling = SamplingSettings(temperature=0.8, top_p=1.0, max_new_tokens=args.max_new_tokens)
     engine = PolicyEngine(MODEL, seed=0)

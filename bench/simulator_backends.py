@@ -11,11 +11,10 @@ sequences and tokens in one batch. Prints the ratios, all measured in this run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
-from simulate_batching import MODEL, RESULTS, free_port, generated_tokens, workload  # beside this file
+from simulate_batching import MODEL, RESULTS, free_port, generated_tokens, workload, workload_args  # beside this file
 
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.local_llm import LocalModel
@@ -33,13 +32,7 @@ def timed_rollouts(simulator: LLMClient, engine: PolicyEngine, sampling, args, t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contexts", type=int, default=16)
-    parser.add_argument("--candidates", type=int, default=2)
-    parser.add_argument("--futures", type=int, default=2)
-    parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--max_new_tokens", type=int, default=64)
-    args = parser.parse_args()
+    args = workload_args(__doc__, contexts=16)
 
     sampling = SamplingSettings(temperature=0.8, top_p=1.0, max_new_tokens=args.max_new_tokens)
     engine = PolicyEngine(MODEL, seed=0)

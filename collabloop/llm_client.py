@@ -171,6 +171,13 @@ class LLMClient:
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
+    def _deduplicated(self, requests: list[Request]) -> tuple[list[str], dict[str, Request]]:
+        """Each request's key, and one request per key: identical requests (salt included) are one call."""
+        keys = [self.cache_key(r) for r in requests]
+        unique = dict(zip(keys, requests))  # a key is the request's content: its repeats are equal
+        self.stats["deduplicated"] += len(requests) - len(unique)
+        return keys, unique
+
     def _from_cache(self, key: str) -> CallResult | None:
         hit = self.cache.get(key)
         if hit is None:
@@ -239,14 +246,7 @@ class LLMClient:
 
     async def acomplete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        # Identical requests (same key, salt included) are one call, made once.
-        unique: dict[str, Request] = {}
-        keys = []
-        for request in requests:
-            key = self.cache_key(request)
-            unique.setdefault(key, request)
-            keys.append(key)
-        self.stats["deduplicated"] += len(requests) - len(unique)
+        keys, unique = self._deduplicated(requests)
         tasks = {key: asyncio.ensure_future(self._call(r, semaphore)) for key, r in unique.items()}
         if progress:
             from tqdm.auto import tqdm
@@ -263,9 +263,7 @@ class LLMClient:
 
     def _complete_local(self, requests: list[Request]) -> list[CallResult]:
         """The local backend: cache hits answered, every miss in one engine batch, answers cached at once."""
-        keys = [self.cache_key(r) for r in requests]
-        unique = dict(zip(keys, requests))
-        self.stats["deduplicated"] += len(requests) - len(unique)
+        keys, unique = self._deduplicated(requests)
         answers: dict[str, CallResult] = {}
         if self.cache is not None:
             answers = {key: hit for key in unique if (hit := self._from_cache(key)) is not None}

@@ -112,22 +112,12 @@ def shared_llm(
 class PolicyEngine:
     """A thin wrapper over `vllm.LLM` for batched chat sampling."""
 
-    def __init__(
-        self,
-        model: str,
-        seed: int,
-        dtype: str = "auto",
-        max_model_len: int = 2048,
-        kv_cache_gib: int = 1,
-        enable_prefix_caching: bool = True,
-        enforce_eager: bool = True,
-        gpu_memory_utilization: float = 0.6,
-    ):
+    def __init__(self, model: str, seed: int, dtype: str = "auto", **engine_settings):
+        """`engine_settings`: the rest of `shared_llm`'s arguments (max_model_len, kv_cache_gib, ...)."""
         self.model = model
         self.seed = seed
         self.dtype = resolve_dtype(dtype)
-        self.llm = shared_llm(model, seed, dtype, max_model_len, kv_cache_gib, enable_prefix_caching,
-                              enforce_eager, gpu_memory_utilization)
+        self.llm = shared_llm(model, seed, dtype, **engine_settings)
         self.tokenizer = self.llm.get_tokenizer()
 
     def chat(
@@ -172,5 +162,5 @@ class LazyPolicyEngine:
 def policy_engine(cfg, lazy: bool = False) -> PolicyEngine | LazyPolicyEngine:
     """The policy engine a stage's `PolicyArgs` describe; `lazy`: started by its first `chat`."""
     make = LazyPolicyEngine if lazy else PolicyEngine
-    return make(cfg.model, cfg.seed, cfg.dtype, cfg.max_model_len, cfg.kv_cache_gib,
+    return make(cfg.model, cfg.seed, cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib,
                 enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization)
