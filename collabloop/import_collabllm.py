@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from collabloop.jsonl import write_records
-from collabloop.records import Context, Pair, RecordError, SFTExample, Task, validate_messages
+from collabloop.records import TASK_KINDS, Context, Pair, RecordError, SFTExample, Task, validate_messages
 
 REQUIRED = ("prompt", "completion", "conv_id", "score", "turn_id",
             "single_turn_prompt", "single_turn_completion", "single_turn_metadata")
@@ -130,7 +130,7 @@ def convert(rows: list[dict], source: str, task_kind: str, min_margin: float = 0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="local .parquet, .json or .jsonl file in the CollabLLM schema")
-    parser.add_argument("--task", required=True, help="task kind of the imported tasks (math, code, doc, ...)")
+    parser.add_argument("--task", required=True, choices=sorted(TASK_KINDS), help="task kind of the imported tasks")
     parser.add_argument("--out_dir", required=True, help="folder for tasks/contexts/pairs/sft .jsonl")
     parser.add_argument("--min_margin", type=float, default=0.0, help="drop pairs whose score gap is below this")
     args = parser.parse_args()

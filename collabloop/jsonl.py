@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from collabloop.failpoints import failpoint
-from collabloop.records import Record, RecordError, Task
+from collabloop.records import MAX_TASK_LINE_BYTES, Record, RecordError, Task
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,28 @@ def _refuse_constant(name: str):
     raise _NotJSONNumber(name)
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, parsed object) for each non-empty line of `path`."""
+# The longest line a record file may hold: a simulation record with every candidate's futures is well
+# under a megabyte. A longer line is a damaged or hostile file, refused before it is held in memory whole.
+MAX_LINE_BYTES = 64 * 2**20
+
+
+def iter_json_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES,
+                    limit_hint: str = "") -> Iterator[tuple[int, dict]]:
+    """Yield (line number, parsed object) for each non-empty line of `path`; a line longer than
+    `max_line_bytes` is an error (`limit_hint` says how to raise the limit)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    with path.open("r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        line_no = 0
+        while raw := f.readline(max_line_bytes + 1):
+            line_no += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise RecordError(f"{path}:{line_no}", "<line>", f"longer than {max_line_bytes} bytes{limit_hint}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RecordError(f"{path}:{line_no}", "<line>", f"not UTF-8 (byte {e.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -62,10 +77,11 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield line_no, obj
 
 
-def read_records(path: str | Path, record_type: type[R]) -> list[R]:
+def read_records(path: str | Path, record_type: type[R], max_line_bytes: int = MAX_LINE_BYTES,
+                 limit_hint: str = "") -> list[R]:
     """Read and validate every record of a JSONL file; ids must be unique."""
     records, seen = [], {}
-    for line_no, obj in iter_json_lines(path):
+    for line_no, obj in iter_json_lines(path, max_line_bytes, limit_hint):
         record = record_type.from_dict(obj, f"{path}:{line_no}")
         if record.id in seen:
             raise RecordError(
@@ -119,7 +135,7 @@ def atomic_file(path: str | Path, binary: bool = False) -> Iterator:
 def read_tasks(path: str | Path) -> list:
     """The tasks of a task file, which must hold at least one: an empty file is a mistake, never a run
     with nothing to do (that would replace finished outputs with empty ones)."""
-    tasks = read_records(path, Task)
+    tasks = read_records(path, Task, MAX_TASK_LINE_BYTES, " (COLLABLOOP_MAX_TASK_LINE_BYTES raises the limit)")
     if not tasks:
         raise RecordError(f"{path}", "<file>", "holds no tasks; a task file needs at least one task, a line each")
     return tasks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -124,6 +125,50 @@ class Record:
         return dataclasses.asdict(self)
 
 
+# The task kinds the pipeline knows: each has a check of its own (the metric named). A kind of a user's own
+# is registered with `register_task_kind` before its tasks are read; any other kind is refused when read,
+# before a stage calls anything.
+TASK_KINDS: dict[str, str] = {
+    "math": "a question with one number as its answer (metric accuracy)",
+    "code": "a Python function checked by its tests in the sandbox (metric pass_rate)",
+    "doc": "a document to write, compared with the goal document (metric bleu)",
+}
+
+
+def register_task_kind(name: str, description: str) -> None:
+    """Let tasks of kind `name` be read; `description` says what such a task is and what checks it."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"a task kind is a non-empty name without surrounding spaces, got {name!r}")
+    TASK_KINDS.setdefault(name, description)
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={raw!r}: expected a positive whole number")
+    return value
+
+
+# How large one task may be, checked when a task file is read (before any call): a goal of megabytes would
+# otherwise go whole into every simulator prompt. Far above any task of CollabLLM's data sets (their
+# longest documents are a few thousand words) and HumanEval's (4 KB a line); raise them in the environment.
+MAX_TASK_LINE_BYTES = _env_limit("COLLABLOOP_MAX_TASK_LINE_BYTES", 2**20)
+MAX_TASK_TEXT_CHARS = _env_limit("COLLABLOOP_MAX_TASK_TEXT_CHARS", 200_000)
+
+
+def _bounded(text: str, key: str, where: str) -> str:
+    if len(text) > MAX_TASK_TEXT_CHARS:
+        raise RecordError(where, key, f"{len(text)} characters, more than the {MAX_TASK_TEXT_CHARS} a task's text "
+                                      f"may hold (COLLABLOOP_MAX_TASK_TEXT_CHARS raises the limit)")
+    return text
+
+
 @dataclass
 class Task(Record):
     """One task: what the user wants (hidden from the policy) and how to check it."""
@@ -138,16 +183,22 @@ class Task(Record):
 
     @classmethod
     def _parse(cls, obj, where):
+        kind = _str(_req(obj, "task", where), "task", where)
+        if kind not in TASK_KINDS:
+            raise RecordError(where, "task", f"unknown task kind {kind!r}; the known kinds are {sorted(TASK_KINDS)} "
+                                             f"(a kind of your own: collabloop.records.register_task_kind)")
         out = {
             "id": _str(_req(obj, "id", where), "id", where),
-            "task": _str(_req(obj, "task", where), "task", where),
-            "goal": _str(_req(obj, "goal", where), "goal", where),
-            "reference": _str(_req(obj, "reference", where), "reference", where),
+            "task": kind,
+            "goal": _bounded(_str(_req(obj, "goal", where), "goal", where), "goal", where),
+            "reference": _bounded(_str(_req(obj, "reference", where), "reference", where), "reference", where),
             "prompt": None,
             "metadata": _dict(obj.get("metadata", {}), "metadata", where),
         }
         if obj.get("prompt") is not None:
             out["prompt"] = validate_messages(obj["prompt"], "prompt", where)
+            for i, message in enumerate(out["prompt"]):
+                _bounded(message["content"], f"prompt[{i}].content", where)
             if out["prompt"][-1]["role"] != "user":
                 raise RecordError(where, "prompt", "the opening messages must end with a user turn")
         return out

@@ -1,4 +1,6 @@
-"""Continuing conversations into multi-turn contexts (CollabLLM's data building)."""
+"""Continuing conversations into multi-turn contexts (CollabLLM's data building), and the task files they start from."""
+
+import re
 
 from collabloop.records import Rewarded
 from simulate.openings import continue_conversation
@@ -71,3 +73,79 @@ def test_a_record_naming_a_missing_task_names_the_file_and_line(tmp_path):
     contexts = write_jsonl(tmp_path / "contexts.jsonl", rows)
     with pytest.raises(RecordError, match=r"contexts.jsonl:2: field 'task_id': record 't7/turn0' names task 't7'"):
         read_records_with_tasks(contexts, Context, tasks)
+
+
+def test_an_unknown_task_kind_is_refused_when_read_and_the_finished_output_kept(tmp_path):
+    """A kind nothing checks ("poetry??") is refused at read time, naming the known kinds, before the stage
+    calls the simulator or touches its earlier output; a kind registered first is read."""
+    import json
+
+    import pytest
+
+    from collabloop import records
+    from collabloop.jsonl import read_tasks
+    from collabloop.records import RecordError
+    from collabloop.stage_configs import ContextsConfig
+    from simulate.openings import run as make_contexts
+    from tests.conftest import math_task, write_jsonl
+
+    rows = [math_task(i, 2, i) for i in range(3)]
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", rows)
+    cfg = ContextsConfig(tasks_path=str(tasks), output_path=str(tmp_path / "out" / "contexts.jsonl"))
+    assert make_contexts(cfg)["counts"]["records_out"] == 3
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    rows[1]["task"] = "poetry??"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RecordError, match=r"tasks.jsonl:2: field 'task': unknown task kind 'poetry\?\?'; "
+                                          r"the known kinds are \['code', 'doc', 'math'\]"):
+        make_contexts(cfg)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+    rows[1]["task"] = "poetry"
+    path = write_jsonl(tmp_path / "poems.jsonl", rows)
+    with pytest.raises(RecordError, match=r"poems.jsonl:2: field 'task': unknown task kind 'poetry'"):
+        read_tasks(path)
+    try:
+        records.register_task_kind("poetry", "a poem in a given form")
+        assert [t.task for t in read_tasks(path)] == ["math", "poetry", "math"]
+    finally:
+        records.TASK_KINDS.pop("poetry", None)
+
+
+def test_task_lines_and_texts_beyond_the_limits_are_refused_before_they_are_held(tmp_path):
+    """A 20 MB single-line task file is refused by its line number with a few MB of memory, not read whole;
+    a goal beyond the text limit is refused by its field, as is a file that is not UTF-8."""
+    import json
+    import tracemalloc
+
+    import pytest
+
+    from collabloop.jsonl import read_tasks
+    from collabloop.records import MAX_TASK_LINE_BYTES, MAX_TASK_TEXT_CHARS, RecordError
+    from tests.conftest import math_task, write_jsonl
+
+    good = math_task(0, 2, 3)
+    huge = {**math_task(1, 2, 3), "goal": "x" * (20 * 2**20)}
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(huge) + "\n")
+    tracemalloc.start()
+    with pytest.raises(RecordError, match=rf"huge.jsonl:2: field '<line>': longer than {MAX_TASK_LINE_BYTES} "
+                                          r"bytes \(COLLABLOOP_MAX_TASK_LINE_BYTES raises the limit\)"):
+        read_tasks(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * MAX_TASK_LINE_BYTES, peak
+
+    long_goal = {**math_task(1, 2, 3), "goal": "y" * (MAX_TASK_TEXT_CHARS + 1)}
+    long_opening = math_task(2, 2, 3)
+    long_opening["prompt"][0]["content"] = "z" * (MAX_TASK_TEXT_CHARS + 1)
+    for row, field in ((long_goal, "goal"), (long_opening, "prompt[0].content")):
+        path = write_jsonl(tmp_path / "long.jsonl", [good, row])
+        with pytest.raises(RecordError, match=rf"long.jsonl:2: field '{re.escape(field)}': "
+                                              rf"{MAX_TASK_TEXT_CHARS + 1} characters, more than"):
+            read_tasks(path)
+
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((json.dumps(good) + "\n").encode() + b'{"id": "caf\xe9"}\n')
+    with pytest.raises(RecordError, match=r"latin1.jsonl:2: field '<line>': not UTF-8 \(byte 12\)"):
+        read_tasks(path)
