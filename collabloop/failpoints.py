@@ -6,7 +6,7 @@ where a random kill would land only by luck (as etcd's gofail and FoundationDB's
 `NAME` or `NAME:N` (the N-th time the point is passed; default 1). The points a stage passes, in order:
 - `append`: a batch of finished records is durable in the partial file;
 - `output_written`: the whole output is in its temporary file, not yet renamed into place;
-- `output_renamed`: the output is in place, its meta still says "running";
+- `output_renamed`: the output is in place, without a meta yet (the partial's says "running");
 - `meta_written`: the meta says "complete", the partial file is still there.
 Unset (always, outside tests), a fail point costs one dictionary lookup.
 """

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from collabloop.jsonl import iter_json_lines, read_records
 from collabloop.records import RECORD_TYPES, Record, RecordError, Rewarded, Task
-from collabloop.stage import meta_path_for
+from collabloop.stage import meta_path_for, partial_meta_path_for
 from collabloop.stats import bootstrap_ci, describe
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class InspectError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-def read_meta(path: str | Path) -> dict | None:
-    """The `.meta.json` beside a stage output, or None when there is none."""
-    meta_path = meta_path_for(path)
+def read_meta(path: str | Path, partial: bool = False) -> dict | None:
+    """The `.meta.json` beside a stage output (with `partial`, its partial file's), or None when there is none."""
+    meta_path = partial_meta_path_for(path) if partial else meta_path_for(path)
     if not meta_path.exists():
         return None
     try:
@@ -329,11 +329,12 @@ def summarize_folder(folder: Path, name: str, *, subfolders: bool = True) -> dic
     unfinished = []
     meta_files = sorted(folder.glob("*.meta.json")) + (sorted(folder.glob("*/*.meta.json")) if subfolders else [])
     for meta_file in meta_files:
-        output = meta_file.with_name(meta_file.name[: -len(".meta.json")])
+        output = meta_file.with_name(meta_file.name[: -len(".meta.json")].removesuffix(".partial"))
         jsonl = output.with_name(output.name + ".jsonl")
-        meta = read_meta(jsonl)
-        if meta is not None and not jsonl.exists() and not output.is_dir():
-            label = str(jsonl.relative_to(folder))
+        meta = read_meta(jsonl, partial=meta_file.name.endswith(".partial.meta.json"))
+        label = str(jsonl.relative_to(folder))
+        if meta is not None and not jsonl.exists() and not output.is_dir() and \
+                label not in {u["output"] for u in unfinished}:
             unfinished.append({"output": label, "stage": meta.get("stage"), "status": meta.get("status")})
     return {"name": name, "path": str(folder), "entries": entries, "unfinished": unfinished}
 

@@ -38,6 +38,10 @@ RECORD_TYPES: dict[str, type[Record]] = {
 
 def _read_shard_meta(path: Path, index: int, num_shards: int) -> dict:
     meta_path = meta_path_for(path)
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():  # running, or stopped: whatever output is there is an earlier run's
+        raise StageError(f"shard {index} of {num_shards} is not finished ({partial} is there); "
+                         f"rerun it with the same command")
     if not meta_path.exists() or not path.exists():
         raise StageError(
             f"shard {index} of {num_shards} is missing ({path} or {meta_path.name} does not exist); "

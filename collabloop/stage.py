@@ -1,10 +1,14 @@
 """What every stage does around its own work: resume, skip, finish atomically.
 
 A stage output `X.jsonl` comes with:
-- `X.jsonl.partial`: finished records appended while the stage works;
 - `X.meta.json`: the fingerprint of the inputs and config, the status
-  (`running` or `complete`) and the counts;
-- `X.config.yaml`: the resolved config, rerunnable with `--config`.
+  (`complete`) and the counts;
+- `X.config.yaml`: the resolved config, rerunnable with `--config`;
+and, while the stage works or after it was stopped, with
+- `X.jsonl.partial`: finished records appended while the stage works;
+- `X.partial.meta.json`: the same meta for the partial file, status `running`.
+The meta and config of a complete output are replaced only when a new output
+is in place: a run that fails leaves a complete earlier output as it was.
 
 Rerunning a stage whose output is complete and was made from the same inputs
 and config does nothing. Rerunning an interrupted stage with the same inputs
@@ -76,6 +80,12 @@ def meta_path_for(output_path: str | Path) -> Path:
     return output_path.with_name(output_path.stem + ".meta.json")
 
 
+def partial_meta_path_for(output_path: str | Path) -> Path:
+    """The meta of `X.jsonl.partial`, the work in progress: `X.partial.meta.json`."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.stem + ".partial.meta.json")
+
+
 def config_path_for(output_path: str | Path) -> Path:
     output_path = Path(output_path)
     return output_path.with_name(output_path.stem + ".config.yaml")
@@ -124,6 +134,7 @@ class StageRun:
         self.chunk_size: int | None = None
         self.shard_ids: set[str] | None = None
         self.meta_path = meta_path_for(self.output_path)
+        self.partial_meta_path = partial_meta_path_for(self.output_path)
         self.partial = PartialOutput(self.output_path, record_type)
         self.counts: Counter = Counter()
         self.started = time.time()
@@ -144,14 +155,16 @@ class StageRun:
             ).hexdigest()
         )
 
-    def _read_meta(self) -> dict | None:
-        """The meta file, or None when it is missing or damaged (the stage is then not up to date)."""
-        if not self.meta_path.exists():
+    def _read_meta(self, path: Path | None = None) -> dict | None:
+        """The meta file (the output's, or `path`), or None when it is missing or damaged (the stage is then
+        not up to date)."""
+        path = path or self.meta_path
+        if not path.exists():
             return None
         try:
-            meta = json.loads(self.meta_path.read_text())
+            meta = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            logger.warning("%s is damaged (not JSON); the stage is not taken as up to date", self.meta_path)
+            logger.warning("%s is damaged (not JSON); the stage is not taken as up to date", path)
             return None
         return meta if isinstance(meta, dict) else None
 
@@ -159,8 +172,9 @@ class StageRun:
         meta = self._read_meta()
         complete = self.output_path.exists() and meta is not None and meta.get("status") == "complete"
         if complete and self.partial.path.is_file():  # (a trainer's `.partial` is its model folder: left alone)
-            # Killed after the output and its meta were written, before the partial file was removed.
-            self.partial.discard()
+            if meta.get("fingerprint") == self.fingerprint:
+                # Killed after the output and its meta were written, before the partial file was removed.
+                self._discard_partial()
         answer = complete and meta.get("fingerprint") == self.fingerprint
         if StageRun.check_only:
             raise UpToDateAnswer(self.name, self.output_path, answer)
@@ -171,15 +185,19 @@ class StageRun:
         return answer
 
     def begin(self) -> dict[str, Record]:
-        """Load the records an interrupted run finished; returns them by id."""
-        meta = self._read_meta()
+        """Load the records an interrupted run finished; returns them by id.
+
+        The partial file's meta says "running"; the output's meta and config stay as they are until
+        `finish` has the new output in place.
+        """
+        meta = self._read_meta(self.partial_meta_path)
         if self.partial.path.exists():
             from collabloop.cli import StageError
 
             if meta is None:
                 raise StageError(
-                    f"{self.partial.path} has no readable meta file ({self.meta_path} is missing or damaged), so "
-                    f"what it was made from cannot be checked. Delete it to start this stage over."
+                    f"{self.partial.path} has no readable meta file ({self.partial_meta_path} is missing or "
+                    f"damaged), so what it was made from cannot be checked. Delete it to start this stage over."
                 )
             if meta.get("fingerprint") != self.fingerprint:
                 raise StageError(
@@ -189,8 +207,7 @@ class StageRun:
         done = self.partial.load()
         if self.partial.repaired_bytes:
             self.counts["repaired_torn_lines"] += 1
-        write_json(self.meta_path, self._meta("running"))
-        save_config(config_path_for(self.output_path), self.name, *self.configs)
+        write_json(self.partial_meta_path, self._meta("running"))
         if done:
             logger.info("%s: resuming, %d records already finished in %s", self.name, len(done), self.partial.path)
         return done
@@ -218,14 +235,22 @@ class StageRun:
         partial."""
         if self.shard_ids is not None:
             order = [i for i in order if i in self.shard_ids]
+        # The earlier output's meta goes first: a kill between the new output's rename and its meta must not
+        # leave the earlier run's "complete" beside the new records.
+        self.meta_path.unlink(missing_ok=True)
         count = self.partial.write_output(order)
         failpoint("output_renamed")
         self.counts["records_out"] = count
+        save_config(config_path_for(self.output_path), self.name, *self.configs)
         meta = self._meta("complete")
         write_json(self.meta_path, meta)
         failpoint("meta_written")
-        self.partial.discard()
+        self._discard_partial()
         return meta
+
+    def _discard_partial(self) -> None:
+        self.partial.discard()
+        self.partial_meta_path.unlink(missing_ok=True)
 
     def _meta(self, status: str) -> dict:
         meta = {

@@ -131,8 +131,12 @@ def test_a_kill_while_a_stage_finishes_ends_with_the_uninterrupted_records(tmp_p
     run_stage("dpo_iteration/pairs.py", *args, "--output_path", reference)
     output = tmp_path / "killed" / "pairs.jsonl"
     killed_at(point, "dpo_iteration/pairs.py", *args, "--output_path", output)
-    meta = json.loads(output.with_name("pairs.meta.json").read_text())
-    assert meta["status"] == ("complete" if point == "meta_written" else "running")
+    # The output's meta exists once complete; until then the partial's says "running".
+    meta_path = output.with_name("pairs.meta.json")
+    assert meta_path.exists() == (point == "meta_written")
+    if point == "meta_written":
+        assert json.loads(meta_path.read_text())["status"] == "complete"
+    assert json.loads(output.with_name("pairs.partial.meta.json").read_text())["status"] == "running"
     assert output.exists() == (point != "output_written")
     assert not list(output.parent.glob(".pairs.jsonl.*.tmp")) or point == "output_written"
     final = run_stage("dpo_iteration/pairs.py", *args, "--output_path", output)
@@ -160,13 +164,15 @@ def annotate_config(tmp_path: Path, model_dir: Path, out: str) -> AnnotateConfig
 
 
 def interrupted(cfg: AnnotateConfig) -> tuple[Path, bytes]:
-    """A run of `cfg` as a kill after its last append leaves it: the partial file and a 'running' meta."""
+    """A run of `cfg` as a kill after its last append leaves it: the partial file and its 'running' meta."""
     annotate(cfg)
     out = Path(cfg.output_path)
     data = out.read_bytes()
     meta_path = out.with_name("rewards.meta.json")
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "status": "running"}))
+    out.with_name("rewards.partial.meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    meta_path.unlink()
+    out.with_name("rewards.config.yaml").unlink()
     partial = out.with_name("rewards.jsonl.partial")
     partial.write_bytes(data)
     out.unlink()
@@ -315,7 +321,8 @@ def test_a_full_disk_gives_a_clear_error_and_no_corrupt_output(model_dir, tmp_pa
         assert "Traceback" not in result.stderr
         if (saved / "rewards.jsonl").exists():  # written whole before the meta's write failed: still whole
             assert (saved / "rewards.jsonl").read_bytes() == expected
-            assert json.loads((saved / "rewards.meta.json").read_text())["status"] == "running"
+            meta = saved / "rewards.meta.json"
+            assert not meta.exists() or json.loads(meta.read_text())["status"] == "complete"
         partial = saved / "rewards.jsonl.partial"
         kept = partial.read_bytes() if partial.exists() else b""
         assert kept == expected[: len(kept)] and (not kept or kept.endswith(b"\n"))  # whole lines, nothing torn
@@ -351,3 +358,31 @@ def test_the_llm_cache_on_a_full_disk_gives_a_clear_error(model_dir, tmp_path):
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         errors.append(result.stderr)
     assert any(f"error: no space left on the device writing {disk / 'llm_cache.sqlite'}" in e for e in errors), errors
+
+
+def test_a_failed_rerun_leaves_the_complete_earlier_output_as_it_was(tmp_path):
+    """A rerun with other settings that dies mid-run leaves the earlier output, its meta and its config byte
+    for byte; its own work waits in the partial file (with that file's meta) and is resumed, and only then
+    replaces them."""
+    rewards = [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
+                "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": [1.0, 0.0, 0.4]}
+               for i, row in enumerate(contexts_rows(6))]
+    args = ["--rewards_path", write_jsonl(tmp_path / "rewards.jsonl", rewards)]
+    output = tmp_path / "out" / "pairs.jsonl"
+    run_stage("dpo_iteration/pairs.py", *args, "--output_path", output)
+    before = {p.name: p.read_bytes() for p in output.parent.iterdir()}
+    assert set(before) == {"pairs.jsonl", "pairs.meta.json", "pairs.config.yaml"}
+    other = [*args, "--min_margin", "0.5", "--output_path", output]
+    killed_at("append:1", "dpo_iteration/pairs.py", *other)
+    after = {p.name: p.read_bytes() for p in output.parent.iterdir()}
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {"pairs.jsonl.partial", "pairs.partial.meta.json"}
+    final = run_stage("dpo_iteration/pairs.py", *other)
+    assert "resuming, 6 records already finished" in final.stderr, final.stderr[-2000:]
+    assert json.loads(output.with_name("pairs.meta.json").read_text())["config"]["min_margin"] == 0.5
+    assert "min_margin: 0.5" in output.with_name("pairs.config.yaml").read_text()
+    assert not output.with_name("pairs.jsonl.partial").exists()
+    assert not output.with_name("pairs.partial.meta.json").exists()
+    reference = tmp_path / "reference" / "pairs.jsonl"
+    run_stage("dpo_iteration/pairs.py", *args, "--min_margin", "0.5", "--output_path", reference)
+    assert_same_as_uninterrupted(output, reference)

@@ -234,8 +234,8 @@ def test_run_model_and_iteration_summaries(run_dir, capsys):
     write(run_dir / "eval_contexts.jsonl", CONTEXTS)
     write(run_dir / "iter_1" / "eval" / "conversations.jsonl", EVALUATION)
     write_json(run_dir / "iter_1" / "eval" / "conversations.meta.json", {"stage": "evaluate", "status": "complete"})
-    # A stage killed before its output was written leaves only its meta (and a .partial file).
-    write_json(run_dir / "iter_2" / "generations.meta.json", {"stage": "generate", "status": "running"})
+    # A stage killed before its output was written leaves only its partial file and that file's meta.
+    write_json(run_dir / "iter_2" / "generations.partial.meta.json", {"stage": "generate", "status": "running"})
     write(run_dir / "iter_2" / "contexts.jsonl", CONTEXTS)
     assert main([str(run_dir)]) == 0
     out = capsys.readouterr().out

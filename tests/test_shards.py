@@ -96,6 +96,11 @@ def test_merge_refuses_missing_unfinished_and_mismatched_shards(model_dir, tmp_p
     meta_path.write_text(json.dumps({**meta, "status": "running"}))
     with pytest.raises(StageError, match=r"shard 1 of 2 is not finished .*status 'running'"):
         merge_shards(out, 2)
+    # So is one rerun with other settings and stopped: its partial file is there, beside the earlier output.
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "sharded" / "rewards.shard1-of-2.jsonl.partial").write_text("")
+    with pytest.raises(StageError, match=r"shard 1 of 2 is not finished \(.*rewards.shard1-of-2.jsonl.partial is"):
+        merge_shards(out, 2)
 
 
 def test_shard_settings_are_checked_and_the_merge_command_reports(model_dir, tmp_path):
