@@ -50,11 +50,12 @@ def machine_defaults() -> dict:
 
     if torch.cuda.is_available():
         return {}
-    from collabloop.policy import cpu_has_native_bf16
-
-    # TRL defaults to bf16, which transformers allows on CPU only with use_cpu. Without hardware bf16
-    # it is emulated: a 4-pair DPO step took 34 s in bf16 on a 2-core AVX2-only EPYC.
-    defaults = {"use_cpu": True, "bf16": cpu_has_native_bf16()}
+    # On a CPU both of TRL's GPU defaults cost time. bf16 (TRL's default, allowed on CPU only with use_cpu)
+    # runs as autocast: a 4-pair DPO step of the embedded model took 12.6 s in bf16 and 8.0 s in float32 on
+    # a 2-core Xeon with AVX512-BF16 (no AMX), and 34 s in bf16 on an AVX2-only EPYC, where it is emulated.
+    # Gradient checkpointing saves GPU memory by recomputing activations: 14.7 s a step with it, 13.8
+    # without (bf16, 2 ranks). vLLM's sampling is another matter: there bf16 is the faster where native.
+    defaults = {"use_cpu": True, "bf16": False, "gradient_checkpointing": False}
     # Without CUDA, accelerate finds no NCCL and each rank would train alone; gloo joins them. Only under
     # a launcher: in a plain process (one rank, or `--check_up_to_date`) a backend makes accelerate ask
     # for a process group that nobody started.
