@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from collabloop.failpoints import failpoint
 from collabloop.records import MAX_TASK_LINE_BYTES, Record, RecordError, Task
@@ -38,6 +39,50 @@ class _NotJSONNumber(ValueError):
 
 def _refuse_constant(name: str):
     raise _NotJSONNumber(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: valid JSON text, but no float holds it
+        raise _NotJSONNumber(text if len(text) < 40 else text[:37] + "...")
+    return value
+
+
+class _DuplicateKey(ValueError):
+    """An object naming a key twice: Python keeps the last silently, so the first could hide a value."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+def _parse_line(line: str, where: str) -> Any:
+    """One JSON value, strictly: RFC 8259 numbers that a float holds, each key once, text that is UTF-8."""
+    try:
+        obj = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float,
+                         object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise RecordError(where, "<line>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except _NotJSONNumber as e:
+        raise RecordError(where, "<line>", f"not valid JSON ({e} is not a JSON number a float holds; "
+                                           f"write a finite number)") from None
+    except _DuplicateKey as e:
+        raise RecordError(where, str(e), "named twice in one object") from None
+    except RecursionError:
+        raise RecordError(where, "<line>", "nested too deeply to read") from None
+    except ValueError as e:  # an integer of thousands of digits (Python refuses to convert it)
+        raise RecordError(where, "<line>", f"not readable: {str(e)[:120]}") from None
+    if "\\ud" in line.lower():  # an escaped UTF-16 surrogate: paired (an emoji) is fine, alone it is no text
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(where, "<line>", "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
+                                               "text; write the character itself or a surrogate pair") from None
+    return obj
 
 
 # The longest line a record file may hold: a simulation record with every candidate's futures is well
@@ -64,17 +109,7 @@ def iter_json_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES,
                 raise RecordError(f"{path}:{line_no}", "<line>", f"not UTF-8 (byte {e.start + 1})") from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line, parse_constant=_refuse_constant)
-            except json.JSONDecodeError as e:
-                raise RecordError(
-                    f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg} at column {e.colno})"
-                ) from None
-            except _NotJSONNumber as e:
-                raise RecordError(
-                    f"{path}:{line_no}", "<line>", f"not valid JSON ({e} is not a JSON number; write a finite number)"
-                ) from None
-            yield line_no, obj
+            yield line_no, _parse_line(line, f"{path}:{line_no}")
 
 
 def read_records(path: str | Path, record_type: type[R], max_line_bytes: int = MAX_LINE_BYTES,

@@ -187,13 +187,22 @@ class Task(Record):
         if kind not in TASK_KINDS:
             raise RecordError(where, "task", f"unknown task kind {kind!r}; the known kinds are {sorted(TASK_KINDS)} "
                                              f"(a kind of your own: collabloop.records.register_task_kind)")
+        task_id = _str(_req(obj, "id", where), "id", where)
+        if task_id != task_id.strip() or any(ord(c) < 32 or ord(c) == 127 for c in task_id):
+            raise RecordError(where, "id", f"{task_id!r}: an id has no surrounding spaces and no control characters "
+                                           f"(it names the task in every record, log line and report)")
+        metadata = _dict(obj.get("metadata", {}), "metadata", where)
+        entry = metadata.get("entry_point")
+        if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
+            # It is written into the program the sandbox runs, as `check(<entry_point>)`.
+            raise RecordError(where, "metadata.entry_point", f"expected a Python function name, got {entry!r}")
         out = {
-            "id": _str(_req(obj, "id", where), "id", where),
+            "id": task_id,
             "task": kind,
             "goal": _bounded(_str(_req(obj, "goal", where), "goal", where), "goal", where),
             "reference": _bounded(_str(_req(obj, "reference", where), "reference", where), "reference", where),
             "prompt": None,
-            "metadata": _dict(obj.get("metadata", {}), "metadata", where),
+            "metadata": metadata,
         }
         if obj.get("prompt") is not None:
             out["prompt"] = validate_messages(obj["prompt"], "prompt", where)
