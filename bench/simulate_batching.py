@@ -71,17 +71,17 @@ def main() -> None:
         endpoint = Endpoint("hosted_vllm/simulator", server.api_base, temperature=1.0, max_tokens=args.max_new_tokens)
         simulator = LLMClient(endpoint, cache=None, max_concurrency=64)
         # Warm both engines so neither mode pays first-call costs.
-        roll_out(workload(1, 1, 1, "warm"), 1, simulator, engine, sampling, ("warm",))
+        roll_out(workload(1, 1, 1, "warm"), 1, simulator, engine, sampling, ("warm",), "text")
 
         batched = workload(args.contexts, args.candidates, args.futures, "batched")
         start = time.perf_counter()
-        roll_out(batched, args.window, simulator, engine, sampling, ("batched",))
+        roll_out(batched, args.window, simulator, engine, sampling, ("batched",), "text")
         batched_s = time.perf_counter() - start
 
         single = workload(args.contexts, args.candidates, args.futures, "single")
         start = time.perf_counter()
         for i, rollout in enumerate(single):
-            roll_out([rollout], args.window, simulator, engine, sampling, ("single", i))
+            roll_out([rollout], args.window, simulator, engine, sampling, ("single", i), "text")
         single_s = time.perf_counter() - start
 
     tokenizer = engine.tokenizer

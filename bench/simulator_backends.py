@@ -24,10 +24,11 @@ from simulate.rollout import roll_out
 
 
 def timed_rollouts(simulator: LLMClient, engine: PolicyEngine, sampling, args, tag: str) -> tuple[float, list]:
-    roll_out(workload(1, 1, 1, f"warm-{tag}"), 1, simulator, engine, sampling, ("warm", tag))  # first-call costs
+    # Warm: first-call costs are not what is compared.
+    roll_out(workload(1, 1, 1, f"warm-{tag}"), 1, simulator, engine, sampling, ("warm", tag), "text")
     rollouts = workload(args.contexts, args.candidates, args.futures, tag)
     start = time.perf_counter()
-    roll_out(rollouts, args.window, simulator, engine, sampling, (tag,))
+    roll_out(rollouts, args.window, simulator, engine, sampling, (tag,), "text")
     return time.perf_counter() - start, rollouts
 
 

@@ -2,15 +2,15 @@
 
 Each stage has a config dataclass whose fields all carry a type, a default and
 `metadata={"help": ...}`. A YAML file (`--config run.yaml`) holds one section
-per stage, named after it (`generate:`, `simulate:`, ...); a stage reads only
-its own section, and top-level scalar keys are shared by every stage that has
-a field of that name. Command-line flags (`--key value` or `--key=value`)
-override both. Unknown keys, in the YAML or on the command line, are errors.
+per stage, named after it (`generate:`, `simulate:`, ...), and nothing else at
+the top level; a stage reads only its own section. Command-line flags
+(`--key value` or `--key=value`) override both. Unknown keys, in the YAML or on
+the command line, are errors.
 
 Values from the command line are read as YAML scalars/collections, so
 `--temperature 0.7`, `--use_cpu true`, `--metric_weights '{accuracy: 1}'`
 and `--loss_type '[sigmoid, sft]'` all work; fields typed `str` keep the raw
-text.
+text, except that `null` (or `~`) is None for a field that may be None.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def _is_str_type(tp: Any) -> bool:
 
 def _coerce(name: str, raw: Any, tp: Any, source: str) -> Any:
     """Turn a YAML/CLI value into the field's type where the type is simple."""
+    may_be_none = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    if isinstance(raw, str) and may_be_none and source == "command line" and raw in ("null", "~"):
+        return None  # YAML's null, as `key: null` in the file gives
     if isinstance(raw, str) and _is_str_type(tp):
         return raw
     value = yaml_load(raw) if isinstance(raw, str) and source == "command line" else raw
@@ -153,19 +156,19 @@ def format_help(section: str, classes: tuple[type, ...], doc: str | None) -> str
     return "\n".join(lines)
 
 
-def load_yaml_section(path: str | Path, section: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Shared top-level scalars, overridden by the stage's own section."""
+def load_yaml_section(path: str | Path, section: str) -> dict[str, Any]:
+    """The stage's own section of a run YAML (empty when the file has none)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--config {path}: no such file")
     data = yaml_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    shared = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    own = data.get(section, {})
-    if not isinstance(own, dict):
-        raise ConfigError(f"{path}: section '{section}' must be a mapping")
-    return shared, own
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: top-level key '{key}' is not a section (a mapping like 'generate:'); "
+                              f"put it under the section of each stage that uses it")
+    return data.get(section, {})
 
 
 def parse_config(
@@ -199,11 +202,7 @@ def parse_config(
 
     values: dict[str, Any] = dict(machine_defaults or {})
     if config_path is not None:
-        shared, own = load_yaml_section(config_path, section)
-        for key, value in shared.items():
-            if key in known:  # shared keys apply only where a stage has that field
-                values[key] = _coerce(key, value, field_types[key][1], f"{config_path}")
-        for key, value in own.items():
+        for key, value in load_yaml_section(config_path, section).items():
             if key not in known:
                 raise _unknown(key, known, f"{config_path}, section '{section}'")
             values[key] = _coerce(key, value, field_types[key][1], f"{config_path}, section '{section}'")

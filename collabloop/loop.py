@@ -43,7 +43,11 @@ def check_run_config(path: str) -> None:
     data = yaml_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected sections (loop:, generate:, ...) at the top level")
-    trainers = trainer_sections()
+    from collabloop.stage_configs import SFTDataConfig
+
+    # Sections whose configs are built by their own script (trainers: TRL's configs check the machine;
+    # sft_data: its inputs come on the command line): only their keys are checked here.
+    trainers = {**trainer_sections(), "sft_data": (SFTDataConfig,)}
     known = set(SECTIONS) | set(trainers)
     for key, value in data.items():
         if key not in known:
@@ -52,16 +56,14 @@ def check_run_config(path: str) -> None:
             raise ConfigError(f"{path}: section '{key}' must be a mapping of settings")
     for section, classes in SECTIONS.items():
         parse_config(classes, section, ["--config", path])
-    # Trainer configs are TRL's; building one checks the machine (devices, backends), so only their keys are
-    # checked here and the trainer builds it.
     for section, classes in trainers.items():
         if section in data:
             valid = {f.name for cls in classes for f in fields(cls)}
             unknown = sorted(set(data[section]) - valid)
             if unknown:
                 raise ConfigError(
-                    f"{path}, section '{section}': unknown keys {unknown} (not in {classes[1].__name__} "
-                    "or the script's arguments)"
+                    f"{path}, section '{section}': unknown keys {unknown} (not in "
+                    f"{' or '.join(cls.__name__ for cls in classes)})"
                 )
 
 

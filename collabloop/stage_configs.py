@@ -18,6 +18,11 @@ def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
 
 
+# CollabLLM's multiturn-aware reward: the task metric, the judge's interactivity grade, and a cost per token
+# (the annotate stage's and GRPO's default; a run's YAML names its own).
+DEFAULT_METRIC_WEIGHTS = {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4}
+
+
 @dataclass
 class SimulatorArgs:
     simulator_model: str = _help(
@@ -283,7 +288,7 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs, ShardArgs):
     output_path: str = _help("Where to write the rewards (JSONL).", default="rewards.jsonl")
     metric_weights: dict[str, float] = _help(
         "Metric name -> weight of its term in the reward; every metric named here is computed.",
-        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
+        default_factory=lambda: dict(DEFAULT_METRIC_WEIGHTS),
     )
     term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
     without_futures: bool = _help(
@@ -529,7 +534,7 @@ class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
     )
     metric_weights: dict[str, float] = _help(
         "Metric name -> weight in the multiturn-aware reward of a sampled reply.",
-        default_factory=lambda: {"accuracy": 1.0, "interactivity": 1.0, "token_amount": -1e-4},
+        default_factory=lambda: dict(DEFAULT_METRIC_WEIGHTS),
     )
     term_cap: float = _help("Each weighted metric term is clipped to [-term_cap, term_cap].", default=1.0)
     num_futures: int = _help("S: simulated futures per sampled reply.", default=1)

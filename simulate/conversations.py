@@ -35,7 +35,7 @@ def converse(
     engine: PolicyEngine,
     sampling: SamplingSettings,
     seed_parts: tuple,
-    simulator_format: str = "text",
+    simulator_format: str,
     end_on_answer: bool = False,
 ):
     """Play every rollout (its history ends with the user's opening) to the end, in place; returns counts.

@@ -47,7 +47,7 @@ def roll_out(
     engine: PolicyEngine | LazyPolicyEngine,
     sampling: SamplingSettings,
     seed_parts: tuple,
-    simulator_format: str = "text",
+    simulator_format: str,
     end_on_answer: bool = False,
 ) -> Counter:
     """Advance every rollout by up to `window_turns` exchanges, in place; returns counts.

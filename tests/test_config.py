@@ -23,7 +23,9 @@ def test_types_and_collections_from_the_command_line():
         AnnotateConfig, "annotate", ["--metric_weights", "{accuracy: 1, token_amount: -1e-4}", "--judge_api_base=null"]
     )
     assert cfg.metric_weights == {"accuracy": 1, "token_amount": -1e-4}
-    assert cfg.judge_api_base == "null"  # str fields keep the raw text
+    assert cfg.judge_api_base is None  # null is None where a field may be None, as in the YAML
+    cfg = parse_config(AnnotateConfig, "annotate", ["--tokenizer", "null", "--judge_api_base", "~"])
+    assert cfg.tokenizer == "null" and cfg.judge_api_base is None  # a plain str field keeps the raw text
     with pytest.raises(ConfigError, match="'num_candidates' must be an integer, got 'many'"):
         parse_config(GenerateConfig, "generate", ["--num_candidates", "many"])
 
@@ -77,3 +79,22 @@ def test_the_loop_refuses_eval_tasks_that_overlap_the_training_tasks(tmp_path, c
     held_out.write_text(json.dumps({**math_task(5, 7, 7), "id": "e5"}) + "\n")
     loop_main(argv)
     assert "LOOP_EVAL_TASKS=" in capsys.readouterr().out
+
+
+def test_a_top_level_key_that_is_no_section_is_refused(tmp_path):
+    """The loop check refuses it, and so does every stage: one rule, stated where the key is."""
+    path = tmp_path / "run.yaml"
+    path.write_text("temperature: 0.7\ngenerate: {num_candidates: 2}\n")
+    with pytest.raises(ConfigError, match=r"top-level key 'temperature' is not a section"):
+        parse_config(GenerateConfig, "generate", ["--config", str(path)])
+
+
+def test_every_config_in_configs_passes_the_loop_check():
+    """The YAMLs we ship are read as the loop reads them (every section with its class, trainer keys
+    against TRL's), so none drifts from the code."""
+    from tests.conftest import REPO
+
+    run_configs = [p for p in sorted((REPO / "configs").glob("*.yaml")) if p.name != "zero2.yaml"]
+    assert len(run_configs) >= 5
+    for path in run_configs:
+        check_run_config(str(path))
