@@ -136,6 +136,7 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
         "status": "complete",
         "fingerprint": first["shard"]["base_fingerprint"],
         "inputs": first["inputs"],
+        "code": first.get("code", {}),
         "config": config,
         "counts": dict(sorted({**counts, "records_out": count, "shards_merged": num_shards}.items())),
         # The shards ran side by side: the stage took as long as its slowest shard.

@@ -10,8 +10,9 @@ and, while the stage works or after it was stopped, with
 The meta and config of a complete output are replaced only when a new output
 is in place: a run that fails leaves a complete earlier output as it was.
 
-Rerunning a stage whose output is complete and was made from the same inputs
-and config does nothing. Rerunning an interrupted stage with the same inputs
+Rerunning a stage whose output is complete and was made from the same inputs,
+config and code (the source of the modules that shape its output, named by the
+stage) does nothing. Rerunning an interrupted stage with the same inputs
 and config resumes it; with different ones it refuses to mix the two.
 
 A sharded run (`num_shards` > 1, `ShardArgs`) does the fixed chunks whose
@@ -75,6 +76,20 @@ def fingerprint_path(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def code_digests(modules: tuple[str, ...]) -> dict[str, str]:
+    """module -> digest of its source, for the modules whose code shapes a stage's output (its prompt
+    templates, metrics, sampling): an edit of one makes the outputs it shaped stale, and no others."""
+    import importlib.util
+
+    out = {}
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            raise ValueError(f"code that shapes a stage's output: no source file for module {name!r}")
+        out[name] = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
+    return out
+
+
 def meta_path_for(output_path: str | Path) -> Path:
     output_path = Path(output_path)
     return output_path.with_name(output_path.stem + ".meta.json")
@@ -119,7 +134,9 @@ class StageRun:
         record_type: type[Record],
         configs: tuple[Any, ...],
         inputs: dict[str, str | Path],
+        code: tuple[str, ...] = (),
     ):
+        """`code`: the modules whose source shapes the output (see `code_digests`); part of the fingerprint."""
         self.name = name
         self.final_output_path = Path(output_path)
         self.num_shards = next((c.num_shards for c in configs if hasattr(c, "num_shards")), 1)
@@ -143,7 +160,9 @@ class StageRun:
             config_dict.update(config_to_dict(c))
         self.config_dict = config_dict
         fingerprinted = {k: v for k, v in config_dict.items() if k not in NOT_FINGERPRINTED}
-        digest = hashlib.sha256(json.dumps({"stage": name, "config": fingerprinted}, sort_keys=True).encode())
+        self.code = code_digests(code)
+        digest = hashlib.sha256(json.dumps({"stage": name, "config": fingerprinted, "code": self.code},
+                                           sort_keys=True).encode())
         for key in sorted(self.inputs):
             digest.update(f"{key}={fingerprint_path(self.inputs[key])}".encode())
         # What the whole (unsharded) output is made from; a shard's own fingerprint adds which shard it is.
@@ -258,6 +277,7 @@ class StageRun:
             "status": status,
             "fingerprint": self.fingerprint,
             "inputs": self.inputs,
+            "code": self.code,
             "config": self.config_dict,
             "counts": dict(sorted(self.counts.items())),
             "seconds": round(time.time() - self.started, 2),

@@ -85,7 +85,9 @@ class MultiturnReward:
 def run(args: GRPOArgs, grpo_args) -> dict | None:
     output_dir = Path(grpo_args.output_dir)
     stage = StageRun("grpo", output_dir, Context, (args, grpo_args),
-                     {"contexts": args.contexts_path, "tasks": args.tasks_path, "model": args.model_name_or_path})
+                     {"contexts": args.contexts_path, "tasks": args.tasks_path, "model": args.model_name_or_path},
+                     code=("dpo_iteration.grpo", "simulate.rollout", "collabloop.simulator", "collabloop.metrics",
+                           "collabloop.training"))
     if stage.up_to_date():
         return None
     contexts, tasks = read_records_with_tasks(args.contexts_path, Context, args.tasks_path)

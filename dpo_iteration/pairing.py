@@ -107,7 +107,8 @@ def make_pair(
 
 
 def run(cfg: PairsConfig) -> dict | None:
-    stage = StageRun("pairs", cfg.output_path, Pair, (cfg,), inputs={"rewards": cfg.rewards_path})
+    stage = StageRun("pairs", cfg.output_path, Pair, (cfg,), inputs={"rewards": cfg.rewards_path},
+                     code=("dpo_iteration.pairing",))
     if stage.up_to_date():
         return None
     records = read_records(cfg.rewards_path, Rewarded)

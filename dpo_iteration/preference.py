@@ -72,7 +72,8 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     if spec.uses_reference and args.ref_model:
         inputs["ref_model"] = args.ref_model
     apply_rpo_alpha(algorithm, args, trl_args)  # first, so the saved config shows the losses really used
-    stage = StageRun(algorithm, output_dir, Pair, (args, trl_args), inputs)
+    stage = StageRun(algorithm, output_dir, Pair, (args, trl_args), inputs,
+                     code=("dpo_iteration.preference", "collabloop.training"))
     if stage.up_to_date():
         return None
 

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 def run(args: RewardModelArgs, reward_args) -> dict | None:
     output_dir = Path(reward_args.output_dir)
     stage = StageRun("reward", output_dir, Pair, (args, reward_args),
-                     {"pairs": args.pairs_path, "model": args.model_name_or_path})
+                     {"pairs": args.pairs_path, "model": args.model_name_or_path},
+                     code=("dpo_iteration.reward_training", "collabloop.training"))
     if stage.up_to_date():
         return None
     pairs = read_records(args.pairs_path, Pair)

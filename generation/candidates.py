@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 def run(cfg: GenerateConfig) -> dict | None:
     """Generate candidates for every context; returns the stage's meta, or None when up to date."""
     stage = StageRun(
-        "generate", cfg.output_path, Generation, (cfg,), inputs={"contexts": cfg.contexts_path, "model": cfg.model}
+        "generate", cfg.output_path, Generation, (cfg,), inputs={"contexts": cfg.contexts_path, "model": cfg.model},
+        code=("generation.candidates", "collabloop.policy"),
     )
     if stage.up_to_date():
         return None

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 def run(args: SFTArgs, sft_args) -> dict | None:
     output_dir = Path(sft_args.output_dir)
     stage = StageRun("sft", output_dir, SFTExample, (args, sft_args),
-                     {"sft": args.sft_path, "model": args.model_name_or_path})
+                     {"sft": args.sft_path, "model": args.model_name_or_path},
+                     code=("sft.training", "collabloop.training"))
     if stage.up_to_date():
         return None
     examples = load_examples(args.sft_path)

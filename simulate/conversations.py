@@ -112,6 +112,8 @@ def run(cfg: EvaluateConfig) -> dict | None:
         "evaluate", conversations_path, EvalConversation, (cfg,),
         inputs={"contexts": cfg.contexts_path, "tasks": cfg.tasks_path, "model": cfg.model,
                 **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
+        code=("simulate.conversations", "simulate.rollout", "collabloop.simulator", "collabloop.policy",
+              "collabloop.metrics", "collabloop.reward_model"),
     )
     if stage.up_to_date():
         # Killed between the conversations and the summary, or shards merged (a shard writes no summary).

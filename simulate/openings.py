@@ -52,7 +52,8 @@ def run(cfg: ContextsConfig) -> dict | None:
     inputs = {"tasks": cfg.tasks_path}
     if cfg.continue_from:
         inputs["continue_from"] = cfg.continue_from
-    stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs=inputs)
+    stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs=inputs,
+                     code=("simulate.openings", "collabloop.simulator"))
     if stage.up_to_date():
         return None
     tasks = read_tasks(cfg.tasks_path)

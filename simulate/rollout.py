@@ -98,6 +98,7 @@ def run(cfg: SimulateConfig) -> dict | None:
     stage = StageRun(
         "simulate", cfg.output_path, Simulation, (cfg,),
         inputs={"generations": cfg.generations_path, "tasks": cfg.tasks_path, "model": cfg.model},
+        code=("simulate.rollout", "collabloop.simulator", "collabloop.policy", "collabloop.metrics"),
     )
     if stage.up_to_date():
         return None

@@ -167,3 +167,30 @@ def test_outputs_and_configs_get_one_file_mode_from_the_umask(tmp_path):
     (tmp_path / "plain.txt").write_text("a file made the ordinary way\n")
     modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in tmp_path.iterdir()}
     assert set(modes.values()) == {FILE_MODE}, modes
+
+
+def test_an_edit_of_the_code_that_shapes_an_output_makes_it_stale_and_nothing_else(tmp_path, monkeypatch):
+    """The fingerprint holds a digest of the source of the modules a stage names: an edit of a prompt or a
+    metric there reruns that stage; a stage that names other modules stays up to date."""
+    from collabloop.stage import StageRun
+    from collabloop.stage_configs import PairsConfig
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "shaping_prompts.py").write_text('PROMPT = "Answer briefly."\n')
+    (tmp_path / "other_code.py").write_text("X = 1\n")
+    rows = write_jsonl(tmp_path / "rewards.jsonl", [{"id": "a"}])
+
+    def stage(out: str, module: str) -> StageRun:
+        return StageRun("pairs", tmp_path / out, Pair, (PairsConfig(),), {"rewards": rows}, code=(module,))
+
+    for out, module in (("shaped.jsonl", "shaping_prompts"), ("other.jsonl", "other_code")):
+        run = stage(out, module)
+        run.begin()
+        run.finish([])
+        assert stage(out, module).up_to_date()
+        assert json.loads((tmp_path / out).with_suffix(".meta.json").read_text())["code"] == run.code
+    (tmp_path / "shaping_prompts.py").write_text('PROMPT = "Answer briefly, and ask when unsure."\n')
+    assert not stage("shaped.jsonl", "shaping_prompts").up_to_date()
+    assert stage("other.jsonl", "other_code").up_to_date()
+    with pytest.raises(ValueError, match="no source file for module 'no_such_module'"):
+        stage("x.jsonl", "no_such_module")
