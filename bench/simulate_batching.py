@@ -19,8 +19,8 @@ from pathlib import Path
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.policy import PolicyEngine, SamplingSettings
 from collabloop.records import Task
+from collabloop.rollout import Rollout, roll_out
 from collabloop.server import SimulatorServer
-from simulate.rollout import Rollout, roll_out
 
 MODEL = "models/SmolLM2-135M-Instruct"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -19,8 +19,8 @@ from simulate_batching import MODEL, RESULTS, free_port, generated_tokens, workl
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.local_llm import LocalModel
 from collabloop.policy import PolicyEngine, SamplingSettings
+from collabloop.rollout import roll_out
 from collabloop.server import SimulatorServer
-from simulate.rollout import roll_out
 
 
 def timed_rollouts(simulator: LLMClient, engine: PolicyEngine, sampling, args, tag: str) -> tuple[float, list]:

@@ -18,10 +18,10 @@ from collabloop.jsonl import read_records_with_tasks, write_records
 from collabloop.llm_client import LLMClient, Request
 from collabloop.metrics import ScoringItem, combine, mean_or_none, score_items
 from collabloop.records import Context
+from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GRPOArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
-from simulate.rollout import Rollout, roll_out
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
     output_dir = Path(grpo_args.output_dir)
     stage = StageRun("grpo", output_dir, Context, (args, grpo_args),
                      {"contexts": args.contexts_path, "tasks": args.tasks_path, "model": args.model_name_or_path},
-                     code=("dpo_iteration.grpo", "simulate.rollout", "collabloop.simulator", "collabloop.metrics",
+                     code=("dpo_iteration.grpo", "collabloop.rollout", "collabloop.simulator", "collabloop.metrics",
                            "collabloop.training"))
     if stage.up_to_date():
         return None

@@ -18,10 +18,10 @@ from collabloop.llm_client import LLMClient
 from collabloop.metrics import MetricResources, ScoringItem, score_items
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, EvalConversation
+from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
 from collabloop.stage_configs import EvaluateConfig
 from collabloop.stats import bootstrap_ci
-from simulate.rollout import Rollout, roll_out
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
         "evaluate", conversations_path, EvalConversation, (cfg,),
         inputs={"contexts": cfg.contexts_path, "tasks": cfg.tasks_path, "model": cfg.model,
                 **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
-        code=("simulate.conversations", "simulate.rollout", "collabloop.simulator", "collabloop.policy",
+        code=("simulate.conversations", "collabloop.rollout", "collabloop.simulator", "collabloop.policy",
               "collabloop.metrics", "collabloop.reward_model"),
     )
     if stage.up_to_date():

@@ -13,7 +13,7 @@ from collabloop.cli import report, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import SimulateConfig
-from simulate.rollout import run
+from simulate.futures import run
 
 
 def main(argv=None):

@@ -45,8 +45,8 @@ def test_parse_user_turn(text, fmt, message, terminated, followed):
 
 def test_end_on_answer_ends_answered_conversations_without_calling_anyone():
     from collabloop.records import Context
+    from collabloop.rollout import Rollout, roll_out
     from simulate.conversations import sample_contexts
-    from simulate.rollout import Rollout, roll_out
 
     task = Task(id="t", task="math", goal="Know 2 + 3.", reference="5")
     opening = [{"role": "user", "content": "What is 2 + 3?"}]
