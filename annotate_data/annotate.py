@@ -7,7 +7,7 @@
 """
 
 from annotate_data.scoring import run
-from collabloop.cli import report, run_main, setup_logging
+from collabloop.cli import end_line, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import AnnotateConfig
@@ -16,7 +16,7 @@ from collabloop.stage_configs import AnnotateConfig
 def main(argv=None):
     cfg = parse_config(AnnotateConfig, "annotate", argv, __doc__)
     setup_logging(cfg.output_path)
-    say(report("annotate", cfg.output_path, run(cfg)))
+    say(end_line("annotate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

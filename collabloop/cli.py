@@ -156,7 +156,7 @@ def check_failures(what: str, failed: int, total: int, max_fraction: float) -> N
         )
 
 
-def report(stage: str, output_path: str, meta: dict | None) -> str:
+def end_line(stage: str, output_path: str, meta: dict | None) -> str:
     """The line an entry script prints when its stage ends."""
     from collabloop.stage import format_counts
 
@@ -165,7 +165,7 @@ def report(stage: str, output_path: str, meta: dict | None) -> str:
     return f"{format_counts(stage, meta['counts'])} ({meta['seconds']:.0f}s)"
 
 
-def train_report(stage: str, output_dir: str, result: dict | None) -> str | None:
+def trainer_end_line(stage: str, output_dir: str, result: dict | None) -> str | None:
     """The line a trainer script prints when it ends; None on the ranks other than the main one."""
     from collabloop.stage import format_counts
     from collabloop.training import is_main_process

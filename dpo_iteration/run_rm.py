@@ -11,7 +11,7 @@ center_rewards_coefficient, ...) beside this script's arguments (use_margin, LoR
 
 from trl import RewardConfig
 
-from collabloop.cli import run_main, setup_logging, train_report
+from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import RewardModelArgs
@@ -24,7 +24,7 @@ def main(argv=None):
         (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=trainer_defaults()
     )
     setup_logging(reward_args.output_dir)
-    line = train_report("reward", reward_args.output_dir, run(args, reward_args))
+    line = trainer_end_line("reward", reward_args.output_dir, run(args, reward_args))
     if line:
         say(line)
 

@@ -11,7 +11,7 @@ arguments (metric_weights, num_futures, window_turns, the simulator and judge).
 
 from trl import GRPOConfig
 
-from collabloop.cli import run_main, setup_logging, train_report
+from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import GRPOArgs
@@ -22,7 +22,7 @@ from dpo_iteration.grpo import run
 def main(argv=None):
     args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=trainer_defaults())
     setup_logging(grpo_args.output_dir)
-    line = train_report("grpo", grpo_args.output_dir, run(args, grpo_args))
+    line = trainer_end_line("grpo", grpo_args.output_dir, run(args, grpo_args))
     if line:
         say(line)
 

@@ -15,7 +15,7 @@ script's own arguments; every key is also a flag here.
 
 import sys
 
-from collabloop.cli import run_main, setup_logging, train_report
+from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import ConfigError, parse_config
 from collabloop.console import say
 from collabloop.stage_configs import PreferenceArgs
@@ -49,7 +49,7 @@ def main(argv=None):
         machine_defaults={**trainer_defaults(), **spec.defaults},
     )
     setup_logging(trl_args.output_dir)
-    line = train_report(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))
+    line = trainer_end_line(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))
     if line:
         say(line)
 

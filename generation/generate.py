@@ -6,7 +6,7 @@
         --model models/SmolLM2-135M-Instruct
 """
 
-from collabloop.cli import report, run_main, setup_logging
+from collabloop.cli import end_line, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import GenerateConfig
@@ -16,7 +16,7 @@ from generation.candidates import run
 def main(argv=None):
     cfg = parse_config(GenerateConfig, "generate", argv, __doc__)
     setup_logging(cfg.output_path)
-    say(report("generate", cfg.output_path, run(cfg)))
+    say(end_line("generate", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ The `sft:` section takes any field of TRL's SFTConfig beside this script's argum
 
 from trl import SFTConfig
 
-from collabloop.cli import run_main, setup_logging, train_report
+from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import SFTArgs
@@ -20,7 +20,7 @@ from sft.training import run
 def main(argv=None):
     args, sft_args = parse_config((SFTArgs, SFTConfig), "sft", argv, __doc__, machine_defaults=trainer_defaults())
     setup_logging(sft_args.output_dir)
-    line = train_report("sft", sft_args.output_dir, run(args, sft_args))
+    line = trainer_end_line("sft", sft_args.output_dir, run(args, sft_args))
     if line:
         say(line)
 

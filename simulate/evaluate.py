@@ -8,7 +8,7 @@ Writes <output_dir>/conversations.jsonl (every conversation with its metric
 values) and <output_dir>/summary.json (means with bootstrap intervals).
 """
 
-from collabloop.cli import report, run_main, setup_logging
+from collabloop.cli import end_line, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import EvaluateConfig
@@ -19,7 +19,7 @@ def main(argv=None):
     cfg = parse_config(EvaluateConfig, "evaluate", argv, __doc__)
     setup_logging(f"{cfg.output_dir}/conversations.jsonl")
     result = run(cfg)
-    say(report("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
+    say(end_line("evaluate", f"{cfg.output_dir}/conversations.jsonl", result))
     if cfg.num_shards == 1:  # shards write conversations only; the merge and an unsharded rerun write the summary
         say(f"[evaluate] summary: {cfg.output_dir}/summary.json")
 

@@ -8,7 +8,7 @@ simulator from the hidden goal.
         --output_path data/runs/demo/iter_1/contexts.jsonl
 """
 
-from collabloop.cli import report, run_main, setup_logging
+from collabloop.cli import end_line, run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.console import say
 from collabloop.stage_configs import ContextsConfig
@@ -18,7 +18,7 @@ from simulate.openings import run
 def main(argv=None):
     cfg = parse_config(ContextsConfig, "contexts", argv, __doc__)
     setup_logging(cfg.output_path)
-    say(report("contexts", cfg.output_path, run(cfg)))
+    say(end_line("contexts", cfg.output_path, run(cfg)))
 
 
 if __name__ == "__main__":
