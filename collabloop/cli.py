@@ -6,10 +6,8 @@ import errno
 import logging
 import os
 import sqlite3
-from pathlib import Path
 
-from collabloop.llm_client import Endpoint, LLMClient, ResponseCache
-from collabloop.local_llm import LocalModel, is_local
+from collabloop.llm_client import ResponseCache, client_for
 
 
 def setup_logging(output: str | None = None) -> None:
@@ -27,35 +25,6 @@ def setup_logging(output: str | None = None) -> None:
     )
     for noisy in ("LiteLLM", "litellm", "httpx", "vllm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def cache_for(cfg, output_path: str) -> ResponseCache:
-    path = cfg.llm_cache_path or str(Path(output_path).parent / "llm_cache.sqlite")
-    return ResponseCache(path)
-
-
-def client_for(
-    cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int
-) -> LLMClient:
-    local = None
-    if is_local(model):  # an engine in this process; no server, so no api_base (nor in the cache key)
-        local = LocalModel(model, cfg.local_max_model_len, cfg.local_gpu_memory_utilization)
-        api_base = None
-    return LLMClient(
-        Endpoint(model=model, api_base=api_base or None, temperature=temperature, max_tokens=max_tokens),
-        cache=cache,
-        local=local,
-        max_concurrency=cfg.llm_max_concurrency,
-        timeout_s=cfg.llm_timeout_s,
-        max_retries=cfg.llm_max_retries,
-    )
-
-
-def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
-    return client_for(
-        cfg, cache, model=cfg.simulator_model, api_base=cfg.simulator_api_base,
-        temperature=cfg.simulator_temperature, max_tokens=cfg.simulator_max_tokens,
-    )
 
 
 def metric_resources(cfg, cache: ResponseCache | None, metric_names):

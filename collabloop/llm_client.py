@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collabloop.local_llm import LocalModel
+from collabloop.local_llm import LocalModel, is_local
 
 # litellm fetches a model cost map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -302,3 +302,38 @@ class LLMClient:
             results = asyncio.run(self.acomplete_many(requests, progress))
         logger.debug("%d calls in %.1fs", len(requests), time.time() - start)
         return results
+
+
+# --- clients for a stage's config (a `RemoteCallArgs`, with `SimulatorArgs` for the simulator) ----------------
+
+
+def cache_for(cfg, output_path: str) -> ResponseCache:
+    """The LLM response cache a stage uses: `llm_cache_path`, or beside its output."""
+    path = cfg.llm_cache_path or str(Path(output_path).parent / "llm_cache.sqlite")
+    return ResponseCache(path)
+
+
+def client_for(
+    cfg, cache: ResponseCache, *, model: str, api_base: str | None, temperature: float, max_tokens: int
+) -> LLMClient:
+    """A client for `model` with the stage's call settings: a local engine for `local/<dir>`, litellm else."""
+    local = None
+    if is_local(model):  # an engine in this process; no server, so no api_base (nor in the cache key)
+        local = LocalModel(model, cfg.local_max_model_len, cfg.local_gpu_memory_utilization)
+        api_base = None
+    return LLMClient(
+        Endpoint(model=model, api_base=api_base or None, temperature=temperature, max_tokens=max_tokens),
+        cache=cache,
+        local=local,
+        max_concurrency=cfg.llm_max_concurrency,
+        timeout_s=cfg.llm_timeout_s,
+        max_retries=cfg.llm_max_retries,
+    )
+
+
+def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
+    """The user simulator's client."""
+    return client_for(
+        cfg, cache, model=cfg.simulator_model, api_base=cfg.simulator_api_base,
+        temperature=cfg.simulator_temperature, max_tokens=cfg.simulator_max_tokens,
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from collabloop.cli import cache_for, check_failures, simulator_client
+from collabloop.cli import check_failures
 from collabloop.jsonl import read_records_with_tasks
+from collabloop.llm_client import cache_for, simulator_client
 from collabloop.policy import SamplingSettings, policy_engine
 from collabloop.records import Generation, Simulation
 from collabloop.rollout import Rollout, roll_out

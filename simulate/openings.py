@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from collabloop.cli import cache_for, check_failures, simulator_client
+from collabloop.cli import check_failures
 from collabloop.jsonl import read_records, read_tasks
+from collabloop.llm_client import cache_for, simulator_client
 from collabloop.records import Context, Rewarded, Task
 from collabloop.simulator import TERMINATION_SIGNAL, opening_request, parse_user_turn
 from collabloop.stage import StageRun

@@ -14,8 +14,7 @@ from pathlib import Path
 
 
 def main(model_dir: str, work: str, mode: str) -> None:
-    from collabloop.cli import client_for
-    from collabloop.llm_client import Request, ResponseCache
+    from collabloop.llm_client import Request, ResponseCache, client_for
     from collabloop.metrics import MetricResources, ScoringItem, score_items
     from collabloop.policy import _ENGINES, PolicyEngine, SamplingSettings
     from collabloop.records import Task

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from collabloop.cli import client_for
-from collabloop.llm_client import ResponseCache
+from collabloop.llm_client import ResponseCache, client_for
 from collabloop.stage_configs import EvaluateConfig
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
