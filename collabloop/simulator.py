@@ -74,12 +74,12 @@ def _system(task: Task, fmt: str) -> dict:
     }
 
 
-def opening_request(task: Task, salt: str, fmt: str = "text") -> Request:
+def opening_request(task: Task, salt: str, fmt: str) -> Request:
     """Ask the simulator for the opening user message of a task."""
     return Request(messages=[_system(task, fmt), {"role": "user", "content": OPENING_INSTRUCTION}], salt=salt)
 
 
-def next_turn_request(task: Task, conversation: list[dict], salt: str, fmt: str = "text") -> Request:
+def next_turn_request(task: Task, conversation: list[dict], salt: str, fmt: str) -> Request:
     """Ask the simulator for the user's next message after `conversation` (which ends with the AI)."""
     swapped = [_system(task, fmt)]
     for message in conversation:
@@ -118,7 +118,7 @@ def _json_message(text: str) -> str | None:
     return None
 
 
-def parse_user_turn(text: str, fmt: str = "text") -> UserTurn:
+def parse_user_turn(text: str, fmt: str) -> UserTurn:
     """Read a simulator reply; never fails (falls back to the cleaned text)."""
     terminated = TERMINATION_SIGNAL in text
     if fmt == "json":
