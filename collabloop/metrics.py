@@ -140,34 +140,38 @@ def extract_code(window: list[dict]) -> str | None:
 def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """1 if the assistant's last code block passes the task's tests in the sandbox, else 0.
 
-    The task's `reference` holds the tests (HumanEval style: it defines
-    `check(candidate)`), `metadata.entry_point` names the function.
+    The task's `reference` holds the tests (HumanEval style: it defines `check(candidate)`),
+    `metadata.entry_point` names the function. The tests and the task's prompt
+    (`metadata.signature`, where its helpers such as HumanEval's `poly` live) run in the sandbox's
+    trusted harness; the code runs in another process and only plain data crosses back
+    (`sandbox.run_tests`): 1 means `check` ran to its end, never merely that something exited 0.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from collabloop.sandbox import SandboxLimits, run_python
+    from collabloop.sandbox import SandboxLimits, run_tests
 
     limits = res.options.get("sandbox_limits") or SandboxLimits()
-    programs: list[str | None] = []
+    jobs: list[tuple[str, str, str, str] | None] = []
     out: list[MetricValue | None] = []
     for item in items:
         entry = item.task.metadata.get("entry_point")
         if item.task.task != "code" or not entry:
-            programs.append(None)
+            jobs.append(None)
             out.append(
                 MetricValue(None, f"pass_rate needs a code task with metadata.entry_point (task {item.task.id})")
             )
             continue
         code = extract_code(item.window)
         if code is None:
-            programs.append(None)
+            jobs.append(None)
             out.append(MetricValue(0.0))  # no code given: nothing passes
             continue
-        programs.append(f"{code}\n\n{item.task.reference}\n\ncheck({entry})\n")
+        prompt = item.task.metadata.get("signature")
+        jobs.append((code, item.task.reference, entry, prompt if isinstance(prompt, str) else ""))
         out.append(None)
-    todo = [i for i, p in enumerate(programs) if p is not None]
+    todo = [i for i, job in enumerate(jobs) if job is not None]
     with ThreadPoolExecutor(max_workers=res.options.get("sandbox_workers", 4)) as pool:
-        for i, result in zip(todo, pool.map(lambda i: run_python(programs[i], limits), todo)):
+        for i, result in zip(todo, pool.map(lambda i: run_tests(*jobs[i], limits=limits), todo)):
             out[i] = MetricValue(1.0 if result.status == "pass" else 0.0)
     return out
 
