@@ -1,4 +1,4 @@
-"""The run report (collabloop/report.py) on a small hand-made run folder, and on data/runs/demo when present."""
+"""The run report (collabloop/report/) on a small hand-made run folder, and on data/runs/demo when present."""
 
 from __future__ import annotations
 

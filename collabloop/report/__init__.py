@@ -1,0 +1,73 @@
+"""The run report: did the model become a better collaborator, and what did each stage do.
+
+    python -m collabloop.report --run_dir data/runs/demo [--output_dir data/runs/demo/report]
+
+writes `<output_dir>/report.md` and the PNG plots it links:
+
+1. a headline line: the last evaluated iteration against iteration 0 (the
+   initial model) on the task metric, paired by task (collabloop/paired.py);
+   a table of the evaluation metrics (`iter_<i>/eval/summary.json`) of every
+   evaluated iteration and their change from the first to the last; and every
+   evaluated iteration against iteration 0, paired by task with a paired
+   bootstrap interval (`iter_<i>/eval/conversations.jsonl`);
+2. plots: candidate reward (MR) and pair margin distributions, per-metric
+   means with bootstrap intervals (training candidates, and evaluation when
+   present), training curves from each iteration's `log_history`;
+3. a table of counts, failures and seconds per stage and iteration, from the
+   stages' meta files and `metrics.json`.
+
+The same run gives the same report.md: bootstrap intervals are seeded and
+nothing time-dependent is written. The plots are written first and report.md
+last, atomically, so a crash never leaves a half report. Missing pieces (an
+iteration without pairs or a model) are reported as missing; a corrupt JSONL
+line raises `RecordError` (file:line:field).
+
+`reading.collect` reads the run, `plots` draws the PNGs, `markdown` writes
+report.md; `write_report` here puts them in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from collabloop.jsonl import atomic_file
+from collabloop.report.markdown import render_markdown
+from collabloop.report.plots import PLOTS
+from collabloop.report.reading import collect
+
+__all__ = ["collect", "main", "render_markdown", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Collect, plot, and write report.md (last, atomically); returns its path."""
+    data = collect(run_dir)
+    output_dir = Path(output_dir) if output_dir is not None else Path(run_dir) / "report"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    figures = {name: plot(data, output_dir / f"{name}.png") for name, (plot, _) in PLOTS.items()}
+    report_path = output_dir / "report.md"
+    with atomic_file(report_path) as f:
+        f.write(render_markdown(data, figures))
+    # A plot an earlier report made but this one has no data for would be stale; report.md no longer links it.
+    for name, written in figures.items():
+        if written is None:
+            (output_dir / f"{name}.png").unlink(missing_ok=True)
+    logger.info("wrote %s with %d plots", report_path, sum(p is not None for p in figures.values()))
+    return report_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    # prog: under `python -m` argparse would name the package's __main__.py.
+    parser = argparse.ArgumentParser(prog="python -m collabloop.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run_dir", required=True, help="a run folder, e.g. data/runs/demo")
+    parser.add_argument("--output_dir", default=None, help="where report.md and the plots go (default: RUN_DIR/report)")
+    args = parser.parse_args(argv)
+    report_path = write_report(args.run_dir, args.output_dir)
+    # The headline for the console too, the path last.
+    headline = next((line for line in report_path.read_text().splitlines() if line.startswith("**Headline:**")), None)
+    if headline:
+        print(headline.replace("**", ""))  # noqa: T201
+    print(report_path)  # noqa: T201
