@@ -171,11 +171,13 @@ def per_record(name: str, output: Path, argv: list[str], py: str, logs: Path, nu
 
 def stage_counts(iter_dir: Path) -> dict:
     """What each stage wrote (records_out from its meta; train steps)."""
+    from collabloop.stage import read_meta
+
     out = {}
     for name in ("contexts", "generations", "simulations", "rewards", "pairs", "model"):
-        meta_path = iter_dir / f"{name}.meta.json"
-        if meta_path.exists():
-            counts = json.loads(meta_path.read_text()).get("counts", {})
+        meta = read_meta(iter_dir / f"{name}.meta.json")
+        if meta is not None:
+            counts = meta.get("counts", {})
             keep = ("records_out", "train_steps", "pairs_in", "responses_generated") if name != "model" else (
                 "train_steps", "pairs_in", "world_size")
             out[name] = {k: counts[k] for k in keep if k in counts}

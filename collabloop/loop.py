@@ -4,7 +4,11 @@
         validates every section of the YAML (unknown keys are errors) and
         prints the `loop:` settings as shell assignments for run_loop.sh;
     python -m collabloop.loop summary --iter_dir data/runs/demo/iter_1
-        prints what each stage of that iteration did.
+        prints what each stage of that iteration did;
+    python -m collabloop.loop check --config FILE
+        validates the YAML and says so;
+    python -m collabloop.loop estimate --config FILE [--run_dir DIR]
+        prints the run's calls, tokens and cost before it starts (collabloop/estimate.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.jsonl import atomic_file
 from collabloop.records import RecordError
+from collabloop.stage import read_meta
 from collabloop.stage_configs import SECTIONS, LoopConfig
 
 STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
@@ -124,10 +129,6 @@ def shell_env(argv: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _read_meta(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def summarize_iteration(iter_dir: str | Path) -> dict:
     """Counts per stage, mean candidate reward, pairs built, DPO loss and reward accuracy."""
     from collabloop.jsonl import iter_json_lines
@@ -135,7 +136,7 @@ def summarize_iteration(iter_dir: str | Path) -> dict:
     iter_dir = Path(iter_dir)
     out: dict = {"iteration": iter_dir.name, "stages": {}}
     for name in STAGE_FILES:
-        meta = _read_meta(iter_dir / f"{name}.meta.json")
+        meta = read_meta(iter_dir / f"{name}.meta.json")
         if meta:
             out["stages"][name] = {"records": meta["counts"].get("records_out"), "seconds": meta.get("seconds")}
     rewards_path = iter_dir / "rewards.jsonl"
@@ -150,7 +151,7 @@ def summarize_iteration(iter_dir: str | Path) -> dict:
         out["candidates_scored"] = len(values)
         out["mean_candidate_reward"] = sum(values) / len(values) if values else None
         out["metric_means"] = {m: sum(v) / len(v) for m, v in per_metric.items()}
-    pairs_meta = _read_meta(iter_dir / "pairs.meta.json")
+    pairs_meta = read_meta(iter_dir / "pairs.meta.json")
     if pairs_meta:
         out["pairs"] = pairs_meta["counts"]
     train_metrics_path = iter_dir / "model" / "train_metrics.json"
@@ -190,7 +191,7 @@ def format_summary(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("env", "summary", "check"):
+    if not argv or argv[0] not in ("env", "summary", "check", "estimate"):
         raise SystemExit(__doc__)
     command, rest = argv[0], argv[1:]
     try:
@@ -199,6 +200,13 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "check":
             check_run_config(rest[rest.index("--config") + 1])
             print("config ok")
+        elif command == "estimate":
+            from collabloop.estimate import estimate, render
+
+            config = rest[rest.index("--config") + 1]
+            check_run_config(config)
+            run_dir = rest[rest.index("--run_dir") + 1] if "--run_dir" in rest else None
+            print(render(estimate(config, run_dir)))
         else:
             iter_dir = rest[rest.index("--iter_dir") + 1]
             summary = summarize_iteration(iter_dir)

@@ -15,7 +15,6 @@ are kept; merging again gives the same output.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 from collabloop.cli import StageError
 from collabloop.jsonl import atomic_file, read_records, write_json, write_records
 from collabloop.records import EvalConversation, Generation, Record, RecordError, Rewarded, Simulation
-from collabloop.stage import config_path_for, meta_path_for, shard_output_path
+from collabloop.stage import config_path_for, meta_path_for, read_meta, shard_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +46,9 @@ def _read_shard_meta(path: Path, index: int, num_shards: int) -> dict:
             f"shard {index} of {num_shards} is missing ({path} or {meta_path.name} does not exist); "
             f"run the stage with --shard_index {index} --num_shards {num_shards}, then merge again"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RecordError(str(meta_path), "<file>", f"not valid JSON ({e.msg}); rerun shard {index}") from None
+    meta = read_meta(meta_path)
+    if meta is None:
+        raise RecordError(str(meta_path), "<file>", f"damaged (not a UTF-8 JSON object); rerun shard {index}")
     if meta.get("status") != "complete":
         raise StageError(f"shard {index} of {num_shards} is not finished ({meta_path}: status "
                          f"{meta.get('status')!r}); rerun it with the same command")
@@ -103,12 +101,8 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
                     f"shard {i} ({paths[i]}) differs from shard 0 in {key} ({value!r} vs {made_from(first)[key]!r}): "
                     "it was made from other inputs or another config; rerun it with shard 0's settings"
                 )
-    existing = meta_path_for(output_path)
-    if output_path.exists() and existing.exists():
-        try:
-            done = json.loads(existing.read_text())
-        except json.JSONDecodeError:
-            done = {}
+    if output_path.exists():
+        done = read_meta(meta_path_for(output_path)) or {}
         if done.get("status") == "complete" and done.get("fingerprint") == first["shard"]["base_fingerprint"]:
             # Already merged (or made unsharded) from the same inputs and config: leave it, and its
             # modification time, alone, so later stages stay up to date.

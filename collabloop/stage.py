@@ -101,6 +101,28 @@ def partial_meta_path_for(output_path: str | Path) -> Path:
     return output_path.with_name(output_path.stem + ".partial.meta.json")
 
 
+def read_meta(path: str | Path) -> dict | None:
+    """A meta file (`meta_path_for`, `partial_meta_path_for`) as a dict, or None when there is none.
+
+    The one policy for every reader: a damaged file (not UTF-8, not JSON, not a JSON object) is logged and
+    read as none, so its stage is not up to date and runs again. A reader that cannot go on without it
+    (resuming a partial file, merging shards) turns that None into its own error.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
+        problem = "not UTF-8" if isinstance(e, UnicodeDecodeError) else f"not JSON: {e}"
+    else:
+        if isinstance(meta, dict):
+            return meta
+        problem = f"a JSON {type(meta).__name__}, not an object"
+    logger.warning("%s is damaged (%s); it is read as no meta file, so its stage is not up to date", path, problem)
+    return None
+
+
 def config_path_for(output_path: str | Path) -> Path:
     output_path = Path(output_path)
     return output_path.with_name(output_path.stem + ".config.yaml")
@@ -174,21 +196,8 @@ class StageRun:
             ).hexdigest()
         )
 
-    def _read_meta(self, path: Path | None = None) -> dict | None:
-        """The meta file (the output's, or `path`), or None when it is missing or damaged (the stage is then
-        not up to date)."""
-        path = path or self.meta_path
-        if not path.exists():
-            return None
-        try:
-            meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            logger.warning("%s is damaged (not JSON); the stage is not taken as up to date", path)
-            return None
-        return meta if isinstance(meta, dict) else None
-
     def up_to_date(self) -> bool:
-        meta = self._read_meta()
+        meta = read_meta(self.meta_path)
         complete = self.output_path.exists() and meta is not None and meta.get("status") == "complete"
         if complete and self.partial.path.is_file():  # (a trainer's `.partial` is its model folder: left alone)
             if meta.get("fingerprint") == self.fingerprint:
@@ -209,7 +218,7 @@ class StageRun:
         The partial file's meta says "running"; the output's meta and config stay as they are until
         `finish` has the new output in place.
         """
-        meta = self._read_meta(self.partial_meta_path)
+        meta = read_meta(self.partial_meta_path)
         if self.partial.path.exists():
             from collabloop.cli import StageError
 

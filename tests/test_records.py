@@ -194,3 +194,30 @@ def test_an_edit_of_the_code_that_shapes_an_output_makes_it_stale_and_nothing_el
     assert stage("other.jsonl", "other_code").up_to_date()
     with pytest.raises(ValueError, match="no source file for module 'no_such_module'"):
         stage("x.jsonl", "no_such_module")
+
+
+@pytest.mark.parametrize("damage", [b'{"stage": "pai', b"\xff\xfe not UTF-8", b'["not", "an object"]'])
+def test_a_damaged_meta_file_is_read_as_none_by_every_reader(tmp_path, caplog, damage):
+    """One reader of meta files (`stage.read_meta`), one policy: a damaged file is logged and read as none, so
+    the stage is not up to date, and inspection and the loop summary go on without it."""
+    from collabloop.inspect_run import summarize
+    from collabloop.loop import summarize_iteration
+    from collabloop.stage import StageRun, read_meta
+    from collabloop.stage_configs import PairsConfig
+
+    rows = write_jsonl(tmp_path / "input.jsonl", [{"id": "a"}])
+
+    def stage() -> StageRun:
+        return StageRun("pairs", tmp_path / "pairs.jsonl", Pair, (PairsConfig(),), {"rewards": rows})
+
+    run = stage()
+    run.begin()
+    run.finish([])
+    assert stage().up_to_date() and read_meta(run.meta_path)["status"] == "complete"
+    assert read_meta(tmp_path / "absent.meta.json") is None and "damaged" not in caplog.text
+    run.meta_path.write_bytes(damage)
+    assert read_meta(run.meta_path) is None
+    assert f"{run.meta_path} is damaged" in caplog.text
+    assert not stage().up_to_date()
+    assert summarize(tmp_path / "pairs.jsonl")["meta"] is None
+    assert summarize_iteration(tmp_path)["stages"] == {}

@@ -302,12 +302,16 @@ def test_missing_pieces_are_reported_not_fatal(run_dir, tmp_path):
     shutil.rmtree(it2 / "model")
     (it2 / "eval" / "conversations.jsonl").unlink()
     (run_dir / "iter_1" / "rewards.jsonl.partial").write_text("")
+    (run_dir / "iter_1" / "simulations.meta.json").write_text('{"stage": "simul')  # damaged: read as none
     text = write_report(run_dir, tmp_path / "out").read_text()
     missing = _section(text, "## 5.")
     for piece in ("pairs.jsonl", "pairs.meta.json", "model/", "model.meta.json", "metrics.json",
                   "eval/conversations.jsonl"):
         assert f"missing {piece}" in _row(missing, "- iter 2:")
     assert "rewards.jsonl.partial exists" in _row(missing, "- iter 1:")
+    assert "simulations.meta.json is damaged" in _row(missing, "- iter 1:")
+    assert _row(_section(text, "## 4."), "| 1 | simulations.jsonl").startswith(
+        "| 1 | simulations.jsonl | damaged meta file |")
     assert _row(_section(text, "## 3."), "| 2 |") == "| 2 | — | missing | — | — | — |"
     assert _row(_section(text, "## 4."), "| 2 | pairs.jsonl |").startswith("| 2 | pairs.jsonl | missing |")
     _check_linked_pngs(tmp_path / "out" / "report.md")

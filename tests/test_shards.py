@@ -16,6 +16,7 @@ import pytest
 from annotate_data.scoring import run as annotate
 from collabloop.cli import StageError
 from collabloop.config import ConfigError
+from collabloop.records import RecordError
 from collabloop.shards import merge_shards
 from collabloop.stage import shard_output_path
 from collabloop.stage_configs import AnnotateConfig
@@ -100,6 +101,11 @@ def test_merge_refuses_missing_unfinished_and_mismatched_shards(model_dir, tmp_p
     meta_path.write_text(json.dumps(meta))
     (tmp_path / "sharded" / "rewards.shard1-of-2.jsonl.partial").write_text("")
     with pytest.raises(StageError, match=r"shard 1 of 2 is not finished \(.*rewards.shard1-of-2.jsonl.partial is"):
+        merge_shards(out, 2)
+    # A damaged meta (here cut short by a full disk) cannot say what the shard was made from.
+    (tmp_path / "sharded" / "rewards.shard1-of-2.jsonl.partial").unlink()
+    meta_path.write_text(json.dumps(meta)[:40])
+    with pytest.raises(RecordError, match=r"rewards.shard1-of-2.meta.json: field '<file>': damaged .*rerun shard 1"):
         merge_shards(out, 2)
 
 

@@ -7,9 +7,10 @@ import textwrap
 from pathlib import Path
 
 from collabloop.inspect_run.formatting import format_value as _num
-from collabloop.inspect_run.kinds import InspectError, detect_kind, find_upstream_input, read_meta
+from collabloop.inspect_run.kinds import InspectError, detect_kind, find_upstream_input
 from collabloop.jsonl import read_records
 from collabloop.records import RECORD_TYPES, Record, Rewarded, Task
+from collabloop.stage import meta_path_for, read_meta
 
 RULE_WIDTH_CHARS = 78
 
@@ -19,7 +20,7 @@ def load_record(path: str | Path, index: int | None = None, record_id: str | Non
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (--record/--id need a .jsonl file)")
-    kind, _ = detect_kind(path, read_meta(path))
+    kind, _ = detect_kind(path, read_meta(meta_path_for(path)))
     records = read_records(path, RECORD_TYPES[kind])
     if record_id is not None:
         matches = [i for i, r in enumerate(records) if r.id == record_id]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from collabloop.jsonl import iter_json_lines
 from collabloop.records import RECORD_TYPES, RecordError
-from collabloop.stage import meta_path_for, partial_meta_path_for
+from collabloop.stage import meta_path_for, read_meta
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +26,6 @@ KIND_TRIAL_ORDER = ("evaluation", "rewards", "simulations", "generations", "cont
 
 class InspectError(ValueError):
     """A request that cannot be answered (no such record, a folder that is not a run)."""
-
-
-def read_meta(path: str | Path, partial: bool = False) -> dict | None:
-    """The `.meta.json` beside a stage output (with `partial`, its partial file's), or None when there is none."""
-    meta_path = partial_meta_path_for(path) if partial else meta_path_for(path)
-    if not meta_path.exists():
-        return None
-    try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        # The meta only describes the output; the records themselves are still read and validated.
-        logger.warning("%s: not valid JSON (%s); ignoring it", meta_path, e)
-        return None
 
 
 def detect_kind(path: str | Path, meta: dict | None = None) -> tuple[str, str]:
@@ -88,7 +74,7 @@ def find_upstream_input(path: str | Path, key: str) -> Path | None:
         if current.resolve() in seen:
             continue
         seen.add(current.resolve())
-        meta = read_meta(current)
+        meta = read_meta(meta_path_for(current))
         if meta is None:
             continue
         inputs = meta.get("inputs") or {}

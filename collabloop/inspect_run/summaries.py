@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from collabloop.inspect_run.kind_stats import STATS_BY_KIND
-from collabloop.inspect_run.kinds import InspectError, detect_kind, read_meta
+from collabloop.inspect_run.kinds import InspectError, detect_kind
 from collabloop.jsonl import read_records
 from collabloop.records import RECORD_TYPES
+from collabloop.stage import meta_path_for, read_meta
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def summarize_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    meta = read_meta(path)
+    meta = read_meta(meta_path_for(path))
     kind, kind_source = detect_kind(path, meta)
     record_type = RECORD_TYPES[kind]
     records = read_records(path, record_type)
@@ -52,7 +53,7 @@ def summarize_model(path: str | Path) -> dict:
         train_metrics = json.loads((path / "train_metrics.json").read_text())
     except json.JSONDecodeError as e:
         raise InspectError(f"{path / 'train_metrics.json'}: not valid JSON ({e})") from None
-    meta = read_meta(path)
+    meta = read_meta(meta_path_for(path))
     return {
         "type": "model",
         "path": str(path),
@@ -85,7 +86,7 @@ def summarize_folder(folder: Path, name: str, *, subfolders: bool = True) -> dic
     for meta_file in meta_files:
         output = meta_file.with_name(meta_file.name[: -len(".meta.json")].removesuffix(".partial"))
         jsonl = output.with_name(output.name + ".jsonl")
-        meta = read_meta(jsonl, partial=meta_file.name.endswith(".partial.meta.json"))
+        meta = read_meta(meta_file)
         label = str(jsonl.relative_to(folder))
         if meta is not None and not jsonl.exists() and not output.is_dir() and \
                 label not in {u["output"] for u in unfinished}:

@@ -19,6 +19,7 @@ from collabloop import paired
 from collabloop.jsonl import read_records
 from collabloop.loop import STAGE_FILES
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
+from collabloop.stage import read_meta
 from collabloop.stats import bootstrap_ci
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def _iteration_dirs(run_dir: Path) -> dict[int, Path]:
 def _collect_stage(iter_dir: Path, name: str, loop_metrics: dict | None) -> dict:
     output = iter_dir / (name if name == MODEL_STAGE else f"{name}.jsonl")
     meta_path = iter_dir / f"{name}.meta.json"
-    meta = _read_json(meta_path) if meta_path.exists() else None
+    meta = read_meta(meta_path)  # a damaged one is read as none (and logged), as the stage itself reads it
+    damaged = meta is None and meta_path.exists()
     counts = (meta or {}).get("counts") or {}
     if not isinstance(counts, dict):
         raise RecordError(str(meta_path), "counts", f"expected an object, got {type(counts).__name__}")
@@ -79,6 +81,8 @@ def _collect_stage(iter_dir: Path, name: str, loop_metrics: dict | None) -> dict
         seconds = meta.get("seconds")
     if meta is not None:
         status = str(meta.get("status", "unknown"))
+    elif damaged:
+        status = "damaged meta file"
     else:
         status = "no meta file" if output.exists() else "missing"
     return {
@@ -86,6 +90,7 @@ def _collect_stage(iter_dir: Path, name: str, loop_metrics: dict | None) -> dict
         "exists": output.exists(),
         "meta_file": meta_path.name,
         "has_meta": meta is not None,
+        "damaged_meta": damaged,
         "stage": (meta or {}).get("stage"),
         "status": status,
         "counts": counts,
@@ -236,7 +241,9 @@ def _collect_iteration(iteration: int, iter_dir: Path) -> dict:
             out["stages"][name] = stage
             if not stage["exists"]:
                 out["missing"].append(stage["output"])
-            if not stage["has_meta"]:
+            if stage["damaged_meta"]:
+                out["notes"].append(f"{stage['meta_file']} is damaged (not a UTF-8 JSON object): read as none")
+            elif not stage["has_meta"]:
                 out["missing"].append(stage["meta_file"])
             if stage["partial"]:
                 out["notes"].append(f"{stage['output']}.partial exists: the stage is running or was interrupted")
