@@ -223,7 +223,7 @@ def test_damage_inside_a_partial_file_is_refused_with_file_line_and_fix(model_di
 
     # A partial file whose meta is damaged cannot be checked against the config: refused, not guessed at.
     partial.write_bytes(data)
-    Path(cfg.output_path).with_name("rewards.meta.json").write_text('{"stage": "annot')
+    Path(cfg.output_path).with_name("rewards.partial.meta.json").write_text('{"stage": "annot')
     with pytest.raises(StageError, match=r"no readable meta file .*damaged.*Delete it"):
         annotate(cfg)
 
