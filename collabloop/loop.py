@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
-from collabloop.jsonl import atomic_file
-from collabloop.records import RecordError
+from collabloop.jsonl import atomic_file, read_records
+from collabloop.records import RecordError, Rewarded
+from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
 from collabloop.stage_configs import SECTIONS, LoopConfig
+from collabloop.stats import describe
 
 STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
 
@@ -131,8 +133,6 @@ def shell_env(argv: list[str]) -> str:
 
 def summarize_iteration(iter_dir: str | Path) -> dict:
     """Counts per stage, mean candidate reward, pairs built, DPO loss and reward accuracy."""
-    from collabloop.jsonl import iter_json_lines
-
     iter_dir = Path(iter_dir)
     out: dict = {"iteration": iter_dir.name, "stages": {}}
     for name in STAGE_FILES:
@@ -141,16 +141,12 @@ def summarize_iteration(iter_dir: str | Path) -> dict:
             out["stages"][name] = {"records": meta["counts"].get("records_out"), "seconds": meta.get("seconds")}
     rewards_path = iter_dir / "rewards.jsonl"
     if rewards_path.exists():
-        values = [r for _, rec in iter_json_lines(rewards_path) for r in rec["rewards"] if r is not None]
-        per_metric: dict[str, list[float]] = {}
-        for _, rec in iter_json_lines(rewards_path):
-            for cand in rec["metrics"]:
-                for m, entry in cand.items():
-                    if entry["mean"] is not None:
-                        per_metric.setdefault(m, []).append(entry["mean"])
-        out["candidates_scored"] = len(values)
-        out["mean_candidate_reward"] = sum(values) / len(values) if values else None
-        out["metric_means"] = {m: sum(v) / len(v) for m, v in per_metric.items()}
+        rewards, metric_means = candidate_values(read_records(rewards_path, Rewarded))
+        scored = describe(rewards)
+        out["candidates_scored"] = scored["count"] - scored["missing"]
+        out["mean_candidate_reward"] = scored.get("mean")
+        # A metric that failed for every candidate has no mean and is left out.
+        out["metric_means"] = {m: d["mean"] for m, values in metric_means.items() if "mean" in (d := describe(values))}
     pairs_meta = read_meta(iter_dir / "pairs.meta.json")
     if pairs_meta:
         out["pairs"] = pairs_meta["counts"]

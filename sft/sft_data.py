@@ -11,6 +11,7 @@ from collections import Counter
 
 from collabloop.jsonl import read_records, write_records
 from collabloop.records import Rewarded, SFTExample
+from collabloop.rewards import best_candidate
 from collabloop.stage_configs import SFTDataConfig
 
 
@@ -20,12 +21,11 @@ def best_conversations(cfg: SFTDataConfig, counts: Counter) -> list[SFTExample]:
     for path in cfg.rewards_paths:
         for record in read_records(path, Rewarded):
             counts["records_in"] += 1
-            scored = [(r, k) for k, r in enumerate(record.rewards) if r is not None]
-            if not scored:
+            best = best_candidate(record.rewards)
+            if best is None:
                 counts["dropped_no_reward"] += 1
                 continue
-            reward, best = max(scored, key=lambda x: (x[0], -x[1]))  # ties: the first candidate
-            if cfg.min_reward is not None and reward < cfg.min_reward:
+            if cfg.min_reward is not None and record.rewards[best] < cfg.min_reward:
                 counts["dropped_below_min_reward"] += 1
                 continue
             messages = [*record.prompt, {"role": "assistant", "content": record.responses[best]}]

@@ -15,6 +15,7 @@ from collabloop.cli import check_failures
 from collabloop.jsonl import read_records, read_tasks
 from collabloop.llm_client import cache_for, simulator_client
 from collabloop.records import Context, Rewarded, Task
+from collabloop.rewards import best_candidate
 from collabloop.simulator import TERMINATION_SIGNAL, opening_request, parse_user_turn
 from collabloop.stage import StageRun
 from collabloop.stage_configs import ContextsConfig
@@ -28,10 +29,9 @@ def context_id(task: Task, turn: int = 0) -> str:
 
 def continue_conversation(record: Rewarded, max_turns: int) -> tuple[Context | None, str]:
     """The next context of a scored conversation, or None and the reason it ends here."""
-    scored = [(reward, k) for k, reward in enumerate(record.rewards) if reward is not None]
-    if not scored:
+    best = best_candidate(record.rewards)
+    if best is None:
         return None, "no_scored_candidate"
-    _, best = max(scored, key=lambda x: (x[0], -x[1]))
     futures = [
         f for f in record.futures[best]
         if f["error"] is None and f["messages"] and f["messages"][0]["role"] == "user"
@@ -54,7 +54,7 @@ def run(cfg: ContextsConfig) -> dict | None:
     if cfg.continue_from:
         inputs["continue_from"] = cfg.continue_from
     stage = StageRun("contexts", cfg.output_path, Context, (cfg,), inputs=inputs,
-                     code=("simulate.openings", "collabloop.simulator"))
+                     code=("simulate.openings", "collabloop.simulator", "collabloop.rewards"))
     if stage.up_to_date():
         return None
     tasks = read_tasks(cfg.tasks_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from collabloop.rewards import candidate_values
 from collabloop.stats import bootstrap_ci, describe
 
 
@@ -46,24 +47,24 @@ def _simulation_stats(records) -> dict:
 
 
 def _reward_stats(records) -> dict:
-    rewards = [reward for r in records for reward in r.rewards]
-    by_metric: dict[str, dict] = {}
+    rewards, candidate_means = candidate_values(records)
+    # The per-future values behind each candidate mean: how many, and why the failed ones failed.
+    values: Counter = Counter()
+    errors: dict[str, list[str]] = {}
     for r in records:
         for per_candidate in r.metrics:
             for name, entry in per_candidate.items():
-                acc = by_metric.setdefault(name, {"candidate_means": [], "values": 0, "errors": []})
-                acc["candidate_means"].append(entry["mean"])
-                acc["values"] += len(entry["values"])
-                acc["errors"] += [e for e in entry["errors"] if e is not None]
+                values[name] += len(entry["values"])
+                errors.setdefault(name, []).extend(e for e in entry["errors"] if e is not None)
     metrics = {
         name: {
             # Stats over the per-candidate means, the numbers the reward is built from.
-            "candidate_means": describe(acc["candidate_means"]),
-            "values": acc["values"],
-            "values_failed": len(acc["errors"]),
-            "errors_by_reason": dict(Counter(map(error_reason, acc["errors"])).most_common()),
+            "candidate_means": describe(means),
+            "values": values[name],
+            "values_failed": len(errors[name]),
+            "errors_by_reason": dict(Counter(map(error_reason, errors[name])).most_common()),
         }
-        for name, acc in sorted(by_metric.items())
+        for name, means in sorted(candidate_means.items())
     }
     return {
         "rewards": describe(rewards),

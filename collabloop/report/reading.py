@@ -19,6 +19,7 @@ from collabloop import paired
 from collabloop.jsonl import read_records
 from collabloop.loop import STAGE_FILES
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
+from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
 from collabloop.stats import bootstrap_ci
 
@@ -102,26 +103,20 @@ def _collect_stage(iter_dir: Path, name: str, loop_metrics: dict | None) -> dict
 
 def _collect_rewards(path: Path) -> dict:
     records = read_records(path, Rewarded)
-    rewards = [r for rec in records for r in rec.rewards]
+    rewards, metric_means = candidate_values(records)
     scored = [r for r in rewards if r is not None]
-    # Per-candidate metric means (each already a mean over that candidate's futures); None = every future failed.
-    values: dict[str, list[float]] = {}
-    missing: Counter = Counter()
-    for rec in records:
-        for candidate in rec.metrics:
-            for metric, entry in candidate.items():
-                values.setdefault(metric, [])
-                if entry["mean"] is None:
-                    missing[metric] += 1
-                else:
-                    values[metric].append(entry["mean"])
+    metrics = {}
+    for metric, means in metric_means.items():
+        # Per-candidate metric means (each already a mean over that candidate's futures); None = every future failed.
+        values = [v for v in means if v is not None]
+        metrics[metric] = {"values": values, "missing": len(means) - len(values), "ci": _ci(values)}
     return {
         "records": len(records),
         "candidates": len(rewards),
         "rewards": scored,
         "rewards_missing": len(rewards) - len(scored),
         "reward_ci": _ci(scored),
-        "metrics": {m: {"values": v, "missing": missing[m], "ci": _ci(v)} for m, v in values.items()},
+        "metrics": metrics,
     }
 
 
