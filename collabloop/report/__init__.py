@@ -19,8 +19,9 @@ writes `<output_dir>/report.md` and the PNG plots it links:
 The same run gives the same report.md: bootstrap intervals are seeded and
 nothing time-dependent is written. The plots are written first and report.md
 last, atomically, so a crash never leaves a half report. Missing pieces (an
-iteration without pairs or a model) are reported as missing; a corrupt JSONL
-line raises `RecordError` (file:line:field).
+iteration without pairs or a model) are reported as missing, a damaged meta
+file as damaged (`stage.read_meta` reads it as none); a corrupt JSONL line
+raises `RecordError` (file:line:field).
 
 `reading.collect` reads the run, `plots` draws the PNGs, `markdown` writes
 report.md; `write_report` here puts them in that order.
