@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from collabloop.estimate import estimate, render
@@ -60,10 +58,7 @@ def test_a_recipe_is_priced_from_litellms_table(monkeypatch):
 
 @pytest.mark.parametrize("name", ["collabllm_math", "collabllm_docs", "collabllm_code"])
 def test_the_recipes_pass_the_loop_check(name):
-    import subprocess
-    import sys
+    """As `python -m collabloop.loop check --config configs/<name>.yaml` runs it, on a machine without a GPU."""
+    from collabloop.loop import check_run_config
 
-    result = subprocess.run([sys.executable, "-m", "collabloop.loop", "check", "--config", f"configs/{name}.yaml"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert result.returncode == 0 and "config ok" in result.stdout, result.stderr[-2000:]
+    check_run_config(str(REPO / "configs" / f"{name}.yaml"))
