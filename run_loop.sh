@@ -113,6 +113,11 @@ elif [ -n "$LOOP_SIMULATOR_MODEL_PATH" ]; then
   ASSISTANT_ARGS=(--assistant_model "hosted_vllm/$LOOP_SIMULATOR_SERVED_NAME" --assistant_api_base "$API_BASE")
 fi
 
+# The run's budget for simulator and judge calls (loop.max_cost_usd), to every stage that calls them; the
+# spend is kept in $CACHE, so each stage and rerun starts from what the run already spent.
+BUDGET_ARGS=()
+[ "$LOOP_MAX_COST_USD" = None ] || BUDGET_ARGS=(--max_cost_usd "$LOOP_MAX_COST_USD")
+
 start_server() {  # the simulator/judge server, once per run
   [ -n "$API_BASE" ] && [ -z "$SERVER_PID" ] || return 0
   if "$PY" -c "from collabloop.server import is_healthy; import sys; sys.exit(0 if is_healthy($PORT) else 1)"; then
@@ -165,14 +170,16 @@ evaluate() {  # evaluate MODEL ITERATION: full conversations on the held-out tas
   per_record "$RUN_DIR/iter_$2/eval/conversations.jsonl" \
     simulate/evaluate.py --config "$CONFIG" --model "$1" --iteration "$2" --tasks_path "$LOOP_EVAL_TASKS" \
     --contexts_path "$RUN_DIR/eval_contexts.jsonl" --output_dir "$RUN_DIR/iter_$2/eval" \
-    --tokenizer "$LOOP_INITIAL_MODEL" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}"
+    --tokenizer "$LOOP_INITIAL_MODEL" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" \
+    "${BUDGET_ARGS[@]}"
 }
 
 if [ -n "$LOOP_EVAL_TASKS" ]; then
   echo "=== evaluation of the initial model ==="
   # The same openings for every model, so iterations are compared on equal terms.
   run_stage simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_EVAL_TASKS" --iteration 0 \
-    --output_path "$RUN_DIR/eval_contexts.jsonl" --llm_cache_path "$CACHE" --continue_from "" "${SIM_ARGS[@]}"
+    --output_path "$RUN_DIR/eval_contexts.jsonl" --llm_cache_path "$CACHE" --continue_from "" "${SIM_ARGS[@]}" \
+    "${BUDGET_ARGS[@]}"
   evaluate "$LOOP_INITIAL_MODEL" 0
 fi
 
@@ -186,7 +193,8 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     CONTINUE=(--continue_from "$RUN_DIR/iter_$((i - 1))/rewards.jsonl")
   fi
   run_stage simulate/make_contexts.py --config "$CONFIG" --tasks_path "$LOOP_TRAIN_TASKS" --iteration "$i" \
-    --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}"
+    --output_path "$ITER/contexts.jsonl" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${CONTINUE[@]}" \
+    "${BUDGET_ARGS[@]}"
   if [ "$LOOP_ALGORITHM" = grpo ]; then
     # Online: the trainer samples replies itself and rewards each by simulated futures and the metrics.
     GRPO=(dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl"
@@ -205,14 +213,15 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     per_record "$ITER/simulations.jsonl" \
       simulate/simulate_futures.py --config "$CONFIG" --model "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
       --generations_path "$ITER/generations.jsonl" --output_path "$ITER/simulations.jsonl" \
-      --llm_cache_path "$CACHE" "${SIM_ARGS[@]}"
+      --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${BUDGET_ARGS[@]}"
     SCORED=(--simulations_path "$ITER/simulations.jsonl")
   else
     SCORED=(--simulations_path "$ITER/generations.jsonl" --without_futures true)
   fi
   per_record "$ITER/rewards.jsonl" \
     annotate_data/annotate.py --config "$CONFIG" --tokenizer "$POLICY" --tasks_path "$LOOP_TRAIN_TASKS" \
-    "${SCORED[@]}" --output_path "$ITER/rewards.jsonl" --llm_cache_path "$CACHE" "${JUDGE_ARGS[@]}"
+    "${SCORED[@]}" --output_path "$ITER/rewards.jsonl" --llm_cache_path "$CACHE" "${JUDGE_ARGS[@]}" \
+    "${BUDGET_ARGS[@]}"
   "$PY" dpo_iteration/pairs.py --config "$CONFIG" \
     --rewards_path "$ITER/rewards.jsonl" --output_path "$ITER/pairs.jsonl"
   REF="$LOOP_INITIAL_MODEL"

@@ -7,7 +7,7 @@ import logging
 import os
 import sqlite3
 
-from collabloop.llm_client import ResponseCache, client_for
+from collabloop.llm_client import BudgetExceeded, ResponseCache, client_for
 
 
 def setup_logging(output: str | None = None) -> None:
@@ -82,7 +82,7 @@ def run_main(main, is_stage: bool = True) -> None:
     except UpToDateAnswer as answer:
         console.say(str(answer))
         raise SystemExit(0 if answer.up_to_date else EXIT_NOT_UP_TO_DATE) from None
-    except (ConfigError, RecordError, StageError, FileNotFoundError) as e:
+    except (ConfigError, RecordError, StageError, BudgetExceeded, FileNotFoundError) as e:
         console.error(f"error: {e}")
         raise SystemExit(1) from None
     except (OSError, sqlite3.OperationalError) as e:

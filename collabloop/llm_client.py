@@ -12,6 +12,11 @@ batch, with the same cache, deduplication and counts.
 
 A call that still fails after its retries comes back as a `CallResult` with
 `error` set; callers record it and exclude it from means, never score it 0.
+
+Every call's cost, as litellm prices it (0 for a local engine or an unpriced
+`hosted_vllm/` server), adds up in the cache's file: the spend is the run's,
+not the process's. With a budget (`max_cost_usd`) a call that could pass it
+raises `BudgetExceeded` instead of being made.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class ResponseCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             # `entry` is JSON: {"text": ..., "first_token_logprobs": ...}
             self._db.execute("CREATE TABLE IF NOT EXISTS responses_v1 (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
+            self._create_spend_table()
             self._db.commit()
 
     @contextmanager
@@ -118,18 +124,38 @@ class ResponseCache:
                 raise OSError(errno.ENOSPC, str(e), str(self.path)) from None
             raise
 
+    def _create_spend_table(self) -> None:
+        # One row: what the run's calls cost so far, and the dearest call (the budget's margin for the next).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spend_v1 (id INTEGER PRIMARY KEY CHECK (id = 0), "
+            "spent_usd REAL NOT NULL, max_call_usd REAL NOT NULL)"
+        )
+        self._db.execute("INSERT OR IGNORE INTO spend_v1 (id, spent_usd, max_call_usd) VALUES (0, 0, 0)")
+
+    def spend(self) -> tuple[float, float]:
+        """(dollars spent by every call cached here, the largest cost of one call)."""
+        with self._lock:
+            row = self._db.execute("SELECT spent_usd, max_call_usd FROM spend_v1 WHERE id = 0").fetchone()
+        return (row[0], row[1]) if row else (0.0, 0.0)
+
     def get(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT entry FROM responses_v1 WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def put(self, key: str, entry: str) -> None:
-        self.put_many([(key, entry)])
+    def put(self, key: str, entry: str, cost_usd: float = 0.0) -> None:
+        self.put_many([(key, entry)], [cost_usd])
 
-    def put_many(self, rows: list[tuple[str, str]]) -> None:
-        """Store entries in one transaction: a kill keeps all of them or none."""
+    def put_many(self, rows: list[tuple[str, str]], costs_usd: list[float] = ()) -> None:
+        """Store entries, and add what the calls cost (those that made no entry too) to the spend, in one
+        transaction: a kill keeps all of them or none, so a cached answer is never paid for twice nor free."""
         with self._lock, self._naming_a_full_disk():
             self._db.executemany("INSERT OR REPLACE INTO responses_v1 (key, entry) VALUES (?, ?)", rows)
+            if any(costs_usd):
+                self._db.execute(
+                    "UPDATE spend_v1 SET spent_usd = spent_usd + ?, max_call_usd = MAX(max_call_usd, ?) WHERE id = 0",
+                    (sum(costs_usd), max(costs_usd)),
+                )
             self._db.commit()
 
     def close(self) -> None:
@@ -138,6 +164,23 @@ class ResponseCache:
 
 def _cache_entry(text: str, first_token_logprobs: dict[str, float] | None) -> str:
     return json.dumps({"text": text, "first_token_logprobs": first_token_logprobs})
+
+
+class BudgetExceeded(RuntimeError):
+    """The next call could pass `max_cost_usd`; the stage stops as after a failed batch."""
+
+
+def _response_cost(response) -> float:
+    """What litellm says a response cost; 0 for a model it has no price for (a `hosted_vllm/` server)."""
+    import litellm
+
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response)
+        except Exception:  # litellm raises for an unmapped model: such calls are not priced
+            cost = 0.0
+    return float(cost or 0.0)
 
 
 def _non_retryable() -> tuple[type[BaseException], ...]:
@@ -157,6 +200,45 @@ class LLMClient:
     backoff_max_s: float = 4.0
     stats: Counter = field(default_factory=Counter)
     local: LocalModel | None = None  # set for a `local/<path>` model: calls go to an engine in this process
+    # The run's budget in dollars: the spend is read from the cache's file (shared by the run's stages and
+    # shards), or counted in this client alone without a cache. None: no budget.
+    max_cost_usd: float | None = None
+    cost_usd: float = 0.0  # what this client's calls cost
+    _max_call_usd: float = field(default=0.0, repr=False)  # the dearest call of this client
+    _budget_stop: str | None = field(default=None, repr=False)  # the message, once a call was refused
+
+    def _spend(self) -> tuple[float, float]:
+        if self.cache is not None:
+            return self.cache.spend()
+        return self.cost_usd, self._max_call_usd
+
+    def _over_budget(self) -> bool:
+        """Whether the next call could pass the budget: spent + the dearest call so far > budget, or, before any
+        priced call, spent >= budget. The check is made as each call starts, so calls started together all pass
+        it: the budget can be overshot by the calls in flight at once (llm_max_concurrency, with each shard of a
+        sharded stage checking on its own), each as dear as the dearest seen. Those finish, are cached, and
+        count; no new call starts after the first that would pass."""
+        if self.max_cost_usd is None:
+            return False
+        if self._budget_stop is None:
+            spent, dearest = self._spend()
+            if spent + dearest > self.max_cost_usd or spent >= self.max_cost_usd:
+                where = f" (kept in {self.cache.path})" if self.cache is not None else ""
+                self._budget_stop = (
+                    f"the LLM budget is spent: ${spent:.4f} of max_cost_usd={self.max_cost_usd:g}{where}, and the "
+                    f"next call could cost ${dearest:.4f} ({self.endpoint.model}). Raise loop.max_cost_usd (or "
+                    "--max_cost_usd) and rerun the same command: finished records are kept."
+                )
+        return self._budget_stop is not None
+
+    def _paid(self, cost: float) -> None:
+        self.cost_usd += cost
+        self._max_call_usd = max(self._max_call_usd, cost)
+        self.stats["cost_usd"] = round(self.cost_usd, 6)
+
+    def _raise_if_stopped(self) -> None:
+        if self._budget_stop is not None:
+            raise BudgetExceeded(self._budget_stop)
 
     def cache_key(self, request: Request) -> str:
         body = {
@@ -202,6 +284,8 @@ class LLMClient:
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 self.stats["retries"] += 1
             async with semaphore:
+                if self._over_budget():
+                    return CallResult(None, error="over budget")  # not a failure: complete_many raises
                 self.stats["calls"] += 1
                 extra = {"logprobs": True, "top_logprobs": request.top_logprobs} if request.top_logprobs else {}
                 try:
@@ -223,6 +307,8 @@ class LLMClient:
                         ),
                         timeout=self.timeout_s,
                     )
+                    cost = _response_cost(response)
+                    self._paid(cost)
                     text = response.choices[0].message.content
                     alternatives = _first_token_logprobs(response.choices[0]) if request.top_logprobs else None
                 except asyncio.TimeoutError:
@@ -237,9 +323,11 @@ class LLMClient:
                     continue
             if text is None or not text.strip():
                 last_error = "empty response"
+                if self.cache is not None:
+                    self.cache.put_many([], [cost])  # paid for all the same
                 continue
             if key is not None:
-                self.cache.put(key, _cache_entry(text, alternatives))
+                self.cache.put(key, _cache_entry(text, alternatives), cost)
             return CallResult(text, first_token_logprobs=alternatives)
         self.stats["failures"] += 1
         return CallResult(None, error=last_error)
@@ -259,6 +347,7 @@ class LLMClient:
                 await asyncio.gather(*tasks.values())
         else:
             await asyncio.gather(*tasks.values())
+        self._raise_if_stopped()  # after the calls in flight finished and were cached
         return [tasks[key].result() for key in keys]
 
     def _complete_local(self, requests: list[Request]) -> list[CallResult]:
@@ -268,6 +357,8 @@ class LLMClient:
         if self.cache is not None:
             answers = {key: hit for key in unique if (hit := self._from_cache(key)) is not None}
         misses = [key for key in unique if key not in answers]
+        if misses and self._over_budget():  # a local engine costs nothing, but the run's API calls may have spent
+            self._raise_if_stopped()  # the budget: the run stops as a whole, whichever stage comes next
         if misses:
             batch = [
                 (key, unique[key].messages, {
@@ -279,6 +370,7 @@ class LLMClient:
                 for key in misses
             ]
             self.stats["calls"] += len(misses)
+            self._paid(0.0)
             new = []
             for key, done in zip(misses, self.local.complete(batch)):
                 if done.error is not None:
@@ -328,6 +420,7 @@ def client_for(
         max_concurrency=cfg.llm_max_concurrency,
         timeout_s=cfg.llm_timeout_s,
         max_retries=cfg.llm_max_retries,
+        max_cost_usd=cfg.max_cost_usd,
     )
 
 

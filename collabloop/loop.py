@@ -84,11 +84,11 @@ def write_run_config(cfg: LoopConfig, config_path: str | None) -> Path:
     text = yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)
     path = Path(cfg.run_dir) / "config.yaml"
     if path.exists():
-        # Extending a run by more iterations, or serving the simulator on another
-        # port, changes nothing that was already made.
+        # Extending a run by more iterations, serving the simulator on another
+        # port, or raising the budget changes nothing that was already made.
         def comparable(t: str) -> dict:
             d = yaml_load(t) or {}
-            for key in ("num_iterations", "simulator_port", "num_shards"):
+            for key in ("num_iterations", "simulator_port", "num_shards", "max_cost_usd"):
                 d.get("loop", {}).pop(key, None)
             return d
 

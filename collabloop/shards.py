@@ -123,6 +123,7 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
     counts: Counter = Counter()
     for meta in metas:
         counts.update({k: v for k, v in meta["counts"].items() if isinstance(v, (int, float))})
+    counts = Counter({k: round(v, 6) if isinstance(v, float) else v for k, v in counts.items()})  # costs' sums
     count = write_records(output_path, merged)
     config = dict(first["config"], num_shards=1, shard_index=0)
     meta = {

@@ -52,6 +52,8 @@ _CONTENT_HASH_MAX_BYTES = 64 * 2**20
 NOT_FINGERPRINTED = frozenset({
     "simulator_api_base", "judge_api_base", "llm_max_concurrency", "llm_timeout_s", "llm_max_retries",
     "llm_cache_path", "max_failure_fraction",
+    # A budget stops a stage, it does not shape its records: raising it resumes the stopped stage.
+    "max_cost_usd",
     # How the work is split, not what it makes: shards and an unsharded run share one fingerprint.
     "num_shards", "shard_index",
     # How a trainer's ranks talk (set only under a launcher), not what the model is made from.

@@ -57,6 +57,11 @@ class SimulatorArgs:
             raise ConfigError(f"simulator_format must be one of {list(FORMATS)}, got {self.simulator_format!r}")
 
 
+def _check_budget(max_cost_usd: float | None) -> None:
+    if max_cost_usd is not None and not max_cost_usd > 0:
+        raise ConfigError(f"max_cost_usd must be > 0 dollars or null (no budget), got {max_cost_usd}")
+
+
 @dataclass
 class RemoteCallArgs:
     llm_max_concurrency: int = _help(
@@ -80,6 +85,13 @@ class RemoteCallArgs:
     local_max_model_len: int = _help(
         "Context length in tokens of a 'local/<model dir>' simulator or judge engine.", default=2048
     )
+    max_cost_usd: float | None = _help(
+        "Budget in US dollars of the run's simulator/judge calls, as litellm prices them (local engines and "
+        "unpriced servers cost 0): the spend is kept in llm_cache_path, so it counts every stage and rerun that "
+        "shares the cache. A call that could pass it (spent + the dearest call so far) stops the stage; finished "
+        "records are kept, and a rerun with a higher budget resumes. Null: no budget.",
+        default=None,
+    )
     local_gpu_memory_utilization: float = _help(
         "Share of the GPU's memory a 'local/<model dir>' simulator or judge engine takes beside the policy's "
         "(gpu_memory_utilization); a local model that is the policy's own uses the policy's engine. Ignored on CPU.",
@@ -95,6 +107,7 @@ class RemoteCallArgs:
             raise ConfigError(f"llm_max_retries must be >= 0, got {self.llm_max_retries}")
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+        _check_budget(self.max_cost_usd)
         if self.local_max_model_len < 16:
             raise ConfigError(f"local_max_model_len must be >= 16, got {self.local_max_model_len}")
         if not 0 < self.local_gpu_memory_utilization < 1:
@@ -627,8 +640,15 @@ class LoopConfig:
         "gets its own share of the cores.",
         default=0,
     )
+    max_cost_usd: float | None = _help(
+        "Budget in US dollars of the whole run's simulator and judge calls (contexts, simulate, annotate, "
+        "evaluate pass it on as their max_cost_usd); the spend is kept in <run_dir>/llm_cache.sqlite. A stage "
+        "stops before a call that could pass it; raise it and rerun to resume. Null: no budget.",
+        default=None,
+    )
 
     def __post_init__(self):
+        _check_budget(self.max_cost_usd)
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
         from collabloop.training import ALGORITHMS

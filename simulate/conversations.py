@@ -157,6 +157,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
         for name, client in (("simulator", simulator), ("judge", resources.judge)):
             for key in ("calls", "cache_hits", "failures"):
                 stage.counts[f"{name}_{key}"] = client.stats[key] if client is not None else 0
+            stage.counts[f"{name}_cost_usd"] = round(client.cost_usd, 6) if client is not None else 0.0
         cache.close()
     result = stage.finish([c.id for c in contexts])
     if stage.num_shards == 1:

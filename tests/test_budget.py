@@ -1,0 +1,189 @@
+"""The run's budget (max_cost_usd) against a priced fake OpenAI-compatible server.
+
+The server is real HTTP on 127.0.0.1 and answers every chat completion with a grade and a `usage` block;
+its model is registered in litellm with a price per token, so the client's costs are litellm's own. The
+annotate stage (interactivity, a judge call per future) runs in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm's offline price table: no network
+
+from annotate_data.annotate import main as annotate_main  # noqa: E402
+from annotate_data.scoring import run as annotate  # noqa: E402
+from collabloop.cli import run_main  # noqa: E402
+from collabloop.llm_client import BudgetExceeded, Endpoint, LLMClient, Request, ResponseCache  # noqa: E402
+from collabloop.stage_configs import AnnotateConfig  # noqa: E402
+from tests.conftest import MODEL, free_port, math_task, write_jsonl  # noqa: E402
+from tests.test_faults import assert_same_as_uninterrupted, contexts_rows  # noqa: E402
+
+PRICED = "collabloop-budget-test"
+PROMPT_TOKENS, COMPLETION_TOKENS = 100, 10
+INPUT_PRICE, OUTPUT_PRICE = 1e-4, 1e-3
+CALL_COST = PROMPT_TOKENS * INPUT_PRICE + COMPLETION_TOKENS * OUTPUT_PRICE  # $0.02
+
+
+@pytest.fixture(scope="module", autouse=True)
+def priced_model():
+    import litellm
+
+    litellm.register_model({PRICED: {
+        "input_cost_per_token": INPUT_PRICE, "output_cost_per_token": OUTPUT_PRICE,
+        "litellm_provider": "openai", "mode": "chat", "max_tokens": 4096,
+    }})
+
+
+class PricedServer:
+    """/v1/chat/completions answering "A" with a fixed usage; counts the calls it answered."""
+
+    def __init__(self):
+        self.calls = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.calls += 1
+                payload = {
+                    "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "A"}}],
+                    "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+                              "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.api_base = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = PricedServer()
+    yield s
+    s.close()
+
+
+def priced_client(server: PricedServer, cache: ResponseCache | None, budget: float | None = None) -> LLMClient:
+    return LLMClient(Endpoint(f"openai/{PRICED}", server.api_base, max_tokens=8), cache=cache, max_concurrency=2,
+                     max_retries=0, timeout_s=10.0, max_cost_usd=budget)
+
+
+def ask(n: int, start: int = 0) -> list[Request]:
+    return [Request([{"role": "user", "content": f"q{i}"}]) for i in range(start, start + n)]
+
+
+def test_the_running_total_is_usage_times_prices_and_cache_hits_cost_nothing(server, tmp_path):
+    cache = ResponseCache(tmp_path / "llm_cache.sqlite")
+    first = priced_client(server, cache)
+    assert all(r.text == "A" for r in first.complete_many(ask(5)))
+    assert first.cost_usd == pytest.approx(5 * CALL_COST)
+    assert first.stats["cost_usd"] == round(5 * CALL_COST, 6)
+    assert cache.spend() == pytest.approx((5 * CALL_COST, CALL_COST))
+    # A second client (the next stage, a rerun) starts from what the run spent; its cache hits are free.
+    again = priced_client(server, cache)
+    results = again.complete_many(ask(5))
+    assert all(r.cached for r in results) and server.calls == 5
+    assert again.cost_usd == 0.0 and "cost_usd" not in again.stats
+    assert cache.spend()[0] == pytest.approx(5 * CALL_COST)
+    cache.close()
+    # The spend lives in the cache's file, beside the responses.
+    with sqlite3.connect(tmp_path / "llm_cache.sqlite") as db:
+        assert db.execute("SELECT spent_usd FROM spend_v1").fetchone()[0] == pytest.approx(5 * CALL_COST)
+
+
+def test_no_budget_is_unlimited_and_a_budget_stops_before_the_call_that_could_pass_it(server, tmp_path):
+    cache = ResponseCache(tmp_path / "llm_cache.sqlite")
+    priced_client(server, cache).complete_many(ask(20))
+    assert server.calls == 20  # no budget: every call made, $0.40
+    budget = 20 * CALL_COST + 1.5 * CALL_COST  # room for one more call, not two
+    client = priced_client(server, cache, budget)
+    client.complete_many(ask(1, start=20))
+    with pytest.raises(BudgetExceeded, match=r"\$0\.4200 of max_cost_usd=0\.43.*Raise loop\.max_cost_usd"):
+        client.complete_many(ask(3, start=21))
+    assert server.calls == 21
+    # Cache hits are free, so they are served past the budget.
+    assert all(r.cached for r in priced_client(server, cache, budget).complete_many(ask(21)))
+    cache.close()
+
+
+def budget_config(tmp_path: Path, out: str, **kw) -> AnnotateConfig:
+    n = 6
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
+    sims = write_jsonl(tmp_path / "simulations.jsonl", [
+        {**row, "responses": [f"It is {3 + i}.", "Could you say more?"], "gen": {},
+         "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
+        for i, row in enumerate(contexts_rows(n))
+    ])
+    return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks),
+                          output_path=str(tmp_path / out / "rewards.jsonl"), tokenizer=str(MODEL),
+                          metric_weights={"interactivity": 1.0}, batch_size=1, llm_max_concurrency=2,
+                          llm_max_retries=0, llm_cache_path=str(tmp_path / out / "llm_cache.sqlite"), **kw)
+
+
+def argv_of(cfg: AnnotateConfig) -> list[str]:
+    return [f"--{k}={v}" if not isinstance(v, dict) else f"--{k}={json.dumps(v)}"
+            for k, v in vars(cfg).items() if v is not None]
+
+
+def test_a_stage_stopped_by_the_budget_keeps_its_records_and_resumes_to_an_uninterrupted_run(
+    server, tmp_path, capsys, monkeypatch
+):
+    judge = {"judge_model": f"openai/{PRICED}", "judge_api_base": server.api_base}
+    reference = budget_config(tmp_path, "reference", **judge)
+    meta = annotate(reference)
+    assert server.calls == 12  # 6 records, 2 candidates with a future each: 2 judge calls a record
+    assert meta["counts"]["judge_calls"] == 12
+    assert meta["counts"]["judge_cost_usd"] == round(12 * CALL_COST, 6)
+
+    # Batches of one record, $0.04 each: after 3 the spend is $0.12, and one more call could reach $0.14.
+    server.calls = 0
+    stopped = budget_config(tmp_path, "stopped", max_cost_usd=0.13, **judge)
+    monkeypatch.setattr("sys.argv", ["annotate.py"])
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: annotate_main(argv_of(stopped)))
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: the LLM budget is spent: $0.1200 of max_cost_usd=0.13" in err, err
+    assert "Raise loop.max_cost_usd (or --max_cost_usd) and rerun the same command: finished records are kept" in err
+    assert "Traceback" not in err
+    output = Path(stopped.output_path)
+    partial = output.with_name("rewards.jsonl.partial")
+    assert not output.exists() and len(partial.read_bytes().splitlines()) == 3
+    assert server.calls == 6
+
+    # A higher budget resumes where the stage stopped: every record once, no call made twice.
+    raised = budget_config(tmp_path, "stopped", max_cost_usd=1.0, **judge)
+    meta = annotate(raised)
+    assert meta["counts"]["resumed"] == 3 and meta["counts"]["judge_calls"] == 6
+    assert meta["counts"]["judge_cost_usd"] == round(6 * CALL_COST, 6)
+    assert server.calls == 12
+    assert_same_as_uninterrupted(output, Path(reference.output_path))
+    cache = ResponseCache(raised.llm_cache_path)
+    assert cache.spend()[0] == pytest.approx(12 * CALL_COST)  # the run's spend: both processes' calls
+    cache.close()
