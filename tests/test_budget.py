@@ -32,6 +32,9 @@ INPUT_PRICE, OUTPUT_PRICE = 1e-4, 1e-3
 CALL_COST = PROMPT_TOKENS * INPUT_PRICE + COMPLETION_TOKENS * OUTPUT_PRICE  # $0.02
 
 
+pytestmark = pytest.mark.slow  # a stage end to end against a server: not in the quick tier
+
+
 @pytest.fixture(scope="module", autouse=True)
 def priced_model():
     import litellm

@@ -53,7 +53,9 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE))
+# The two that wait out the sandbox's timeout are in the full run only.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("fork bomb", "endless loop") else n
+                                  for n in sorted(HOSTILE)])
 def test_hostile_code_is_contained_and_scores_zero(problem, name):
     task = humaneval_task(problem)
     code = problem["prompt"] + problem["canonical_solution"] + "\n" + HOSTILE[name]

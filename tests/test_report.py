@@ -255,6 +255,7 @@ def test_report_headline_plots_counts(run_dir, tmp_path):
     assert "Nothing missing" in _section(text, "## 5.")
 
 
+@pytest.mark.slow  # renders the whole report twice
 def test_report_is_deterministic(run_dir, tmp_path):
     first = write_report(run_dir, tmp_path / "a").read_text()
     # Again into the same folder (overwriting) and into a fresh one: the same bytes.

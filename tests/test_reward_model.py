@@ -54,6 +54,7 @@ def test_not_a_reward_model_is_refused(model_dir, tmp_path):
         RewardModelScorer(str(tmp_path))
 
 
+@pytest.mark.slow  # the annotate stage end to end
 def test_annotate_candidates_alone_with_the_reward_model(reward_model_dir, model_dir, tmp_path):
     """Online-RLHF's annotation: generations scored by the reward model with no simulated future."""
     from annotate_data.scoring import run

@@ -307,6 +307,7 @@ def test_a_check_that_never_calls_the_candidate_gives_no_verdict():
     assert run_tests("def f():\n    return 1\n", "def check(c):\n    pass\n", "f", limits=FAST).status == "fail"
 
 
+@pytest.mark.slow  # waits out the timeout
 def test_endless_code_times_out_and_scores_zero(problems):
     problem = problems[0]
     start = time.monotonic()
@@ -342,6 +343,7 @@ def processes_with_uids(uids: range) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # a fork bomb runs to its limit and its timeout
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-run uids need root")
 def test_fork_bomb_beside_three_correct_programs(problems):
     """Correct programs that start a process of their own, while a fork bomb holds its whole process
