@@ -104,9 +104,10 @@ def _write_iteration(iter_dir: Path, iteration: int) -> None:
     stage_counts = {
         "contexts": ("contexts", {"records_in": n, "records_out": n, "resumed": 0}, 0.01),
         "generations": ("generate", {"records_in": n, "records_out": n, "empty_responses": 0}, 12.5),
-        "simulations": ("simulate", {"records_in": n, "records_out": n, "futures": 18, "futures_failed": 2}, 40.0),
-        "rewards": ("annotate", {"records_in": n, "records_out": n, "candidates_without_reward": int(iteration == 2)},
-                    20.0),
+        "simulations": ("simulate", {"records_in": n, "records_out": n, "futures": 18, "futures_failed": 2,
+                                     "simulator_cost_usd": 0.25}, 40.0),
+        "rewards": ("annotate", {"records_in": n, "records_out": n, "candidates_without_reward": int(iteration == 2),
+                                 "judge_cost_usd": 0.0512}, 20.0),
         "pairs": ("pairs", {"records_in": n, "records_out": 2, "dropped_all_rewards_tied": 1}, 0.02),
     }
     for name, (stage, counts, seconds) in stage_counts.items():
@@ -241,16 +242,19 @@ def test_report_headline_plots_counts(run_dir, tmp_path):
 
     counts = _section(text, "## 4.")
     assert _row(counts, "| 1 | pairs.jsonl (pairs) |") == (
-        "| 1 | pairs.jsonl (pairs) | complete | 3 | 2 | all_rewards_tied: 1 | — | — | 0.0 |"
+        "| 1 | pairs.jsonl (pairs) | complete | 3 | 2 | all_rewards_tied: 1 | — | — | 0.0 | — |"
     )
+    # What the API calls cost: per stage in its own column (not among the other counts), and per iteration.
+    simulate = _row(counts, "| 1 | simulations.jsonl (simulate) |")
+    assert simulate.endswith("| 40.0 | 0.2500 |") and "cost" not in simulate
     assert "futures_failed: 2" in _row(counts, "| 2 | simulations.jsonl (simulate) |")
     assert "candidates_without_reward: 1" in _row(counts, "| 2 | rewards.jsonl (annotate) |")
-    assert _row(counts, "| 1 | model/ (dpo) |").endswith("| 30.0 |")
-    # 0.01 + 12.5 + 40 + 20 + 0.02 + 30 seconds
-    assert _row(counts, "| 1 | **all stages** |").endswith("| **102.5** |")
+    assert _row(counts, "| 1 | model/ (dpo) |").endswith("| 30.0 | — |")
+    # 0.01 + 12.5 + 40 + 20 + 0.02 + 30 seconds; $0.25 + $0.0512
+    assert _row(counts, "| 1 | **all stages** |").endswith("| **102.5** | **0.3012** |")
     assert _row(counts, "| 2 | eval/ (evaluate) |") == (
         "| 2 | eval/ (evaluate) | complete | 8 | 8 | 0 | conversation errors: 1, metric values failed: 1 "
-        "| terminated: 4 | — |"
+        "| terminated: 4 | — | — |"
     )
     assert "Nothing missing" in _section(text, "## 5.")
 

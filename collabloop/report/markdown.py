@@ -175,11 +175,17 @@ def _training_table(data: dict) -> list[str]:
     return _table(["iteration", "trainer", "logged steps"] + [f"{k}: first → last" for k in LOG_KEYS_FIRST], rows)
 
 
+def _cost_usd(counts: dict) -> float | None:
+    """What the stage's API calls cost (its `*_cost_usd` counts), or None when it counted none."""
+    costs = [v for k, v in counts.items() if k.endswith("_cost_usd") and is_number(v)]
+    return sum(costs) if costs else None
+
+
 def _split_counts(counts: dict) -> tuple[str, str, str]:
     """(dropped, failed, other) cells: drops by reason, failed calls/values, the stage's other counts."""
     dropped, failed, other = [], [], []
     for key, value in sorted(counts.items()):
-        if key in COUNT_COLUMNS:
+        if key in COUNT_COLUMNS or key.endswith("_cost_usd"):  # the cost has a column of its own
             continue
         if key.startswith("dropped_") or "_dropped_" in key:
             dropped.append(f"{key.split('dropped_', 1)[1]}: {value}")
@@ -192,10 +198,14 @@ def _split_counts(counts: dict) -> tuple[str, str, str]:
 
 def _counts_table(data: dict) -> list[str]:
     header = ["iteration", "output (stage)", "status", "records in", "records out", "dropped (reason: n)",
-              "failed", "other counts", "seconds"]
+              "failed", "other counts", "seconds", "cost (USD)"]
     rows = []
+
+    def usd(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
     for i, it in data["iterations"].items():
-        total_s = 0.0
+        total_s, total_usd = 0.0, None
         for stage in it["stages"].values():
             counts = stage["counts"]
             records_in = counts.get("records_in", counts.get("pairs_in"))
@@ -203,9 +213,11 @@ def _counts_table(data: dict) -> list[str]:
             name = stage["output"] + (f" ({stage['stage']})" if stage["stage"] else "")
             seconds = stage["seconds"]
             total_s += seconds or 0.0
+            cost = _cost_usd(counts)
+            total_usd = total_usd if cost is None else (total_usd or 0.0) + cost
             rows.append([str(i), name, stage["status"], str(records_in if records_in is not None else "—"),
                          str(counts.get("records_out", "—")), dropped, failed, other,
-                         f"{seconds:.1f}" if is_number(seconds) else "—"])
+                         f"{seconds:.1f}" if is_number(seconds) else "—", usd(cost)])
         if it["eval"]:
             s, conv = it["eval"]["summary"], it["eval"]["conversations"]
             failed_values = sum(e.get("failed", 0) for e in s["metrics"].values())
@@ -215,11 +227,14 @@ def _counts_table(data: dict) -> list[str]:
             other = f"terminated: {conv['terminated']}" if conv else "conversations.jsonl missing"
             seconds = s.get("seconds")
             total_s += seconds if is_number(seconds) else 0.0
+            cost = _cost_usd(it["eval"].get("counts") or {})
+            total_usd = total_usd if cost is None else (total_usd or 0.0) + cost
             rows.append([str(i), "eval/ (evaluate)", "complete", str(s.get("num_conversations", "—")),
                          str(conv["count"]) if conv else "—", "0", failed, other,
-                         f"{seconds:.1f}" if is_number(seconds) else "—"])
+                         f"{seconds:.1f}" if is_number(seconds) else "—", usd(cost)])
         if it["stages"]:
-            rows.append([str(i), "**all stages**", "", "", "", "", "", "", f"**{total_s:.1f}**"])
+            rows.append([str(i), "**all stages**", "", "", "", "", "", "", f"**{total_s:.1f}**",
+                         "" if total_usd is None else f"**{total_usd:.4f}**"])
     return _table(header, rows)
 
 

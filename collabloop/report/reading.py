@@ -201,7 +201,8 @@ def _collect_eval(eval_dir: Path, iteration: int, missing: list[str]) -> dict | 
         if eval_dir.exists():
             missing.append("eval/summary.json (the eval folder exists: unfinished evaluation?)")
         return None
-    out = {"summary": _read_eval_summary(summary_path, iteration), "conversations": None}
+    out = {"summary": _read_eval_summary(summary_path, iteration), "conversations": None,
+           "counts": (read_meta(eval_dir / "conversations.meta.json") or {}).get("counts") or {}}
     conversations_path = eval_dir / "conversations.jsonl"
     if conversations_path.exists():
         records = read_records(conversations_path, EvalConversation)
