@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,8 @@ from annotate_data.scoring import run as annotate  # noqa: E402
 from collabloop.cli import run_main  # noqa: E402
 from collabloop.llm_client import BudgetExceeded, Endpoint, LLMClient, Request, ResponseCache  # noqa: E402
 from collabloop.stage_configs import AnnotateConfig  # noqa: E402
-from tests.conftest import MODEL, free_port, math_task, write_jsonl  # noqa: E402
+from tests.conftest import MODEL, math_task, write_jsonl  # noqa: E402
+from tests.fake_openai import FaultServer  # noqa: E402
 from tests.test_faults import assert_same_as_uninterrupted, contexts_rows  # noqa: E402
 
 PRICED = "collabloop-budget-test"
@@ -45,54 +44,14 @@ def priced_model():
     }})
 
 
-class PricedServer:
-    """/v1/chat/completions answering "A" with a fixed usage; counts the calls it answered."""
-
-    def __init__(self):
-        self.calls = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.calls += 1
-                payload = {
-                    "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "A"}}],
-                    "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                              "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.api_base = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    s = PricedServer()
-    yield s
-    s.close()
+    """Replies "A" (a grade) to every call, at PROMPT_TOKENS in and COMPLETION_TOKENS out."""
+    with FaultServer("ok", reply="A", usage=(PROMPT_TOKENS, COMPLETION_TOKENS)) as s:
+        yield s
 
 
-def priced_client(server: PricedServer, cache: ResponseCache | None, budget: float | None = None) -> LLMClient:
+def priced_client(server: FaultServer, cache: ResponseCache | None, budget: float | None = None) -> LLMClient:
     return LLMClient(Endpoint(f"openai/{PRICED}", server.api_base, max_tokens=8), cache=cache, max_concurrency=2,
                      max_retries=0, timeout_s=10.0, max_cost_usd=budget)
 
