@@ -12,7 +12,6 @@ the estimated ones.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from collabloop.config import parse_config
 from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, JUDGE_METRICS
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
+from collabloop.stage import read_meta
 from collabloop.stage_configs import (
     AnnotateConfig,
     ContextsConfig,
@@ -168,12 +168,8 @@ OUTPUTS = {"contexts": "contexts", "generate": "generations", "simulate": "simul
 
 def use_measured(stage: StageUse, iter_dir: Path) -> None:
     """Replace the estimated call counts with a finished stage's own, keeping tokens per call."""
-    meta_path = iter_dir / f"{OUTPUTS[stage.stage]}.meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(meta, dict) or meta.get("status") != "complete":
+    meta = read_meta(iter_dir / f"{OUTPUTS[stage.stage]}.meta.json")
+    if meta is None or meta.get("status") != "complete":
         return
     counts = Counter(meta.get("counts") or {})
     for role, keys in MEASURED.items():
