@@ -63,3 +63,12 @@ def math_task(i: int, a: int, b: int, with_prompt: bool = True) -> dict:
     if with_prompt:
         task["prompt"] = [{"role": "user", "content": question}]
     return task
+
+
+def pytest_collection_finish(session) -> None:
+    # The stage tests run their scripts as forks of a warm interpreter (tests/warm.py); its imports take
+    # about 20 s, begun now so that they overlap the tests that come first.
+    if any(item.get_closest_marker("slow") for item in session.items):
+        from tests import warm
+
+        warm.start_server()

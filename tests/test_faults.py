@@ -25,13 +25,14 @@ from annotate_data.scoring import run as annotate
 from collabloop.cli import StageError
 from collabloop.records import RecordError
 from collabloop.stage_configs import AnnotateConfig
+from tests import warm
 from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def run_stage(script: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = warm.run([PYTHON, script, *map(str, args)], cwd=REPO, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -95,8 +96,8 @@ OUTPUTS = {"contexts": "contexts.jsonl", "simulate": "simulations.jsonl", "annot
 
 def killed_at(failpoint: str, script: str, *args) -> subprocess.CompletedProcess:
     """Run the stage with a fail point (collabloop/failpoints.py) that SIGKILLs it; it must die there."""
-    result = subprocess.run([PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "COLLABLOOP_FAILPOINT": failpoint})
+    result = warm.run([PYTHON, script, *map(str, args)], cwd=REPO, timeout=900,
+                      env={**os.environ, "COLLABLOOP_FAILPOINT": failpoint})
     assert result.returncode == -signal.SIGKILL, f"{failpoint}: {result.returncode}\n{result.stderr[-3000:]}"
     return result
 
@@ -251,7 +252,7 @@ def test_simulator_server_dying_mid_stage_fails_cleanly_and_resumes_after_restar
                              stdout=subprocess.PIPE, text=True)
     try:
         assert relay.stdout.readline().strip() == "relaying"
-        process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = warm.start(argv, cwd=REPO)
         deadline = time.time() + 600
         while process.poll() is None and lines(partial) < 2 and time.time() < deadline:
             time.sleep(0.05)

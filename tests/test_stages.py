@@ -15,15 +15,14 @@ from collabloop.jsonl import read_records
 from collabloop.records import Context, Generation, Pair, Rewarded, Simulation
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run as make_contexts
+from tests import warm
 from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def stage(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [PYTHON, script, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900, env=env
-    )
+    result = warm.run([PYTHON, script, *map(str, args)], cwd=REPO, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -153,8 +152,7 @@ def test_generate_killed_at_a_random_moment_resumes_to_the_same_output(model_dir
 
     output = tmp_path / "killed" / "generations.jsonl"
     partial = output.with_name("generations.jsonl.partial")
-    process = subprocess.Popen([PYTHON, "generation/generate.py", *map(str, args), "--output_path", str(output)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = warm.start([PYTHON, "generation/generate.py", *map(str, args), "--output_path", str(output)], cwd=REPO)
     rng = random.Random(20261201)
     target = rng.randint(1, 4)
     deadline = time.time() + 300
@@ -164,7 +162,7 @@ def test_generate_killed_at_a_random_moment_resumes_to_the_same_output(model_dir
         time.sleep(0.05)
     time.sleep(rng.uniform(0, 0.5))
     os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL
     lines_at_kill = len(partial.read_text().splitlines())
     assert target <= lines_at_kill < 6 and not output.exists(), "the kill must land mid-run"
 
