@@ -89,18 +89,25 @@ class SimulatorServer:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "SimulatorServer":
+    def start(self) -> "SimulatorServer":
+        """Launch the server without waiting for it (`wait_healthy` waits)."""
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             server_argv(self.model, self.port, self.served_name, dtype=self.dtype), env=server_env(),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        return self
+
+    def wait_healthy(self) -> "SimulatorServer":
         try:
             wait_healthy(self.port, self.startup_timeout_s, self.process)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def __enter__(self) -> "SimulatorServer":
+        return self.start().wait_healthy()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

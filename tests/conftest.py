@@ -41,14 +41,23 @@ def model_dir() -> Path:
     return prepare(MODEL)
 
 
+_early: dict = {}  # what pytest_collection_finish started for the session
+
+
 @pytest.fixture(scope="session")
 def simulator(model_dir, tmp_path_factory):
-    """A real vLLM OpenAI server with the embedded model, for the session."""
+    """A real vLLM OpenAI server with the embedded model, for the session (started with the session)."""
+    server = _early.pop("simulator", None) or start_simulator(tmp_path_factory.mktemp("server"))
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.stop()
+
+
+def start_simulator(folder: Path):
     from collabloop.server import SimulatorServer
 
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with SimulatorServer(str(model_dir), free_port(), log_path=str(log)) as server:
-        yield server
+    return SimulatorServer(str(MODEL), free_port(), log_path=str(folder / "server.log")).start()
 
 
 def math_task(i: int, a: int, b: int, with_prompt: bool = True) -> dict:
@@ -66,9 +75,18 @@ def math_task(i: int, a: int, b: int, with_prompt: bool = True) -> dict:
 
 
 def pytest_collection_finish(session) -> None:
-    # The stage tests run their scripts as forks of a warm interpreter (tests/warm.py); its imports take
-    # about 20 s, begun now so that they overlap the tests that come first.
+    # Begun now, so that their starts (about 20 s each) overlap the quick tests that come first: the warm
+    # interpreter the stage tests fork their scripts from (tests/warm.py), and the session's simulator.
     if any(item.get_closest_marker("slow") for item in session.items):
         from tests import warm
 
         warm.start_server()
+    if MODEL.exists() and any("simulator" in getattr(item, "fixturenames", ()) for item in session.items):
+        import tempfile
+
+        _early["simulator"] = start_simulator(Path(tempfile.mkdtemp(prefix="collabloop-simulator-")))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if (server := _early.pop("simulator", None)) is not None:  # started, and no test came to ask for it
+        server.stop()
