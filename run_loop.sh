@@ -199,7 +199,8 @@ for ((i = 1; i <= LOOP_NUM_ITERATIONS; i++)); do
     # Online: the trainer samples replies itself and rewards each by simulated futures and the metrics.
     GRPO=(dpo_iteration/train_grpo.py --config "$CONFIG" --contexts_path "$ITER/contexts.jsonl"
       --tasks_path "$LOOP_TRAIN_TASKS" --model_name_or_path "$POLICY" --output_dir "$ITER/model"
-      --tokenizer "$POLICY" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" "${ASSISTANT_ARGS[@]}")
+      --tokenizer "$POLICY" --llm_cache_path "$CACHE" "${SIM_ARGS[@]}" "${JUDGE_ARGS[@]}" "${ASSISTANT_ARGS[@]}"
+      "${BUDGET_ARGS[@]}")
     server_for "${GRPO[@]}"
     train "${GRPO[@]}"
     POLICY="$ITER/model"

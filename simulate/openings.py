@@ -72,23 +72,27 @@ def run(cfg: ContextsConfig) -> dict | None:
     if to_write:
         cache = cache_for(cfg, cfg.output_path)
         simulator = simulator_client(cfg, cache)
-        requests = [opening_request(t, f"{t.id}/iter{cfg.iteration}/opening", cfg.simulator_format) for t in to_write]
-        results = simulator.complete_many(requests, progress="opening turns")
-        written = []
-        for task, result in zip(to_write, results):
-            turn = parse_user_turn(result.text, cfg.simulator_format) if not result.error else None
-            stage.counts["simulator_format_fallbacks"] += int(turn is not None and not turn.followed_format)
-            message = turn.message if turn is not None else ""
-            if result.error or not message:
-                dropped.add(context_id(task))
-                logger.warning("task %s: no opening message (%s)", task.id, result.error or "empty after cleaning")
-                continue
-            written.append(
-                Context(id=context_id(task), task_id=task.id, prompt=[{"role": "user", "content": message}], turn=0)
-            )
+        # Under a budget, one wave of concurrent calls at a time, each appended when it ends: a stop at the
+        # budget keeps the openings already written. Without one, a single batch (the local engine's best).
+        wave = cfg.llm_max_concurrency if cfg.max_cost_usd is not None else len(to_write)
+        for start in range(0, len(to_write), wave):
+            chunk = to_write[start:start + wave]
+            requests = [opening_request(t, f"{t.id}/iter{cfg.iteration}/opening", cfg.simulator_format)
+                        for t in chunk]
+            written = []
+            for task, result in zip(chunk, simulator.complete_many(requests, progress="opening turns")):
+                turn = parse_user_turn(result.text, cfg.simulator_format) if not result.error else None
+                stage.counts["simulator_format_fallbacks"] += int(turn is not None and not turn.followed_format)
+                message = turn.message if turn is not None else ""
+                if result.error or not message:
+                    dropped.add(context_id(task))
+                    logger.warning("task %s: no opening message (%s)", task.id, result.error or "empty after cleaning")
+                    continue
+                written.append(Context(id=context_id(task), task_id=task.id,
+                                       prompt=[{"role": "user", "content": message}], turn=0))
+            stage.append(written)
+            stage.counts["opening_from_simulator"] += len(written)
         check_failures("opening messages", len(dropped), len(to_write), cfg.max_failure_fraction)
-        stage.append(written)
-        stage.counts["opening_from_simulator"] += len(written)
         stage.counts["dropped_simulator_failed"] += len(dropped)
         for key, value in simulator.stats.items():
             stage.counts[f"simulator_{key}"] = value

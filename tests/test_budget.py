@@ -149,3 +149,40 @@ def test_a_stage_stopped_by_the_budget_keeps_its_records_and_resumes_to_an_unint
     cache = ResponseCache(raised.llm_cache_path)
     assert cache.spend()[0] == pytest.approx(12 * CALL_COST)  # the run's spend: both processes' calls
     cache.close()
+
+
+def test_openings_stopped_by_the_budget_are_kept_and_resumed(tmp_path, capsys, monkeypatch):
+    """The contexts stage asks the simulator for openings in waves under a budget: each wave is appended
+    when it ends, so a stop keeps what was written, and a higher budget asks only for the rest."""
+    from collabloop.stage_configs import ContextsConfig
+    from simulate.make_contexts import main as contexts_main
+    from simulate.openings import run as make_contexts
+
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1, with_prompt=False) for i in range(6)])
+
+    def config(out: str, **kw) -> ContextsConfig:
+        return ContextsConfig(tasks_path=str(tasks), output_path=str(tmp_path / out / "contexts.jsonl"),
+                              simulator_model=f"openai/{PRICED}", simulator_api_base=server.api_base,
+                              simulator_format="text", llm_max_concurrency=2, llm_max_retries=0,
+                              llm_cache_path=str(tmp_path / out / "llm_cache.sqlite"), **kw)
+
+    opening = "Can you help me add two numbers?"
+    with FaultServer("ok", reply=opening, usage=(PROMPT_TOKENS, COMPLETION_TOKENS)) as server:
+        reference = config("reference")
+        assert make_contexts(reference)["counts"]["opening_from_simulator"] == 6
+        server.calls = 0
+        # Waves of 2 calls at $0.02: after two waves $0.08 is spent, and a third call could reach $0.10.
+        stopped = config("stopped", max_cost_usd=0.09)
+        monkeypatch.setattr("sys.argv", ["make_contexts.py"])
+        with pytest.raises(SystemExit) as exit_:
+            run_main(lambda: contexts_main(argv_of(stopped)))
+        assert exit_.value.code == 1
+        assert "error: the LLM budget is spent: $0.0800 of max_cost_usd=0.09" in capsys.readouterr().err
+        output = Path(stopped.output_path)
+        partial = output.with_name("contexts.jsonl.partial")
+        assert not output.exists() and len(partial.read_bytes().splitlines()) == 4 and server.calls == 4
+
+        meta = make_contexts(config("stopped", max_cost_usd=1.0))
+        assert meta["counts"]["resumed"] == 4 and meta["counts"]["opening_from_simulator"] == 2
+        assert server.calls == 6
+        assert_same_as_uninterrupted(output, Path(reference.output_path))
