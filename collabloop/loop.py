@@ -43,6 +43,36 @@ def trainer_sections() -> dict[str, tuple[type, ...]]:
     return sections
 
 
+def trainer_keys() -> dict[str, tuple[list[str], list[str]]]:
+    """Section name -> (the keys it takes, the classes they come from) of every trainer.
+
+    Importing TRL's config classes takes about 8 s on 2 cores, at every start of the loop; their fields
+    are kept in the environment's folder, for these versions of TRL and transformers and this code.
+    """
+    from dataclasses import fields
+    from importlib.metadata import version
+
+    from collabloop.stage import code_digests
+
+    versions = {name: version(name) for name in ("trl", "transformers")}
+    key = json.dumps({**versions, **code_digests(("collabloop.stage_configs", "collabloop.training"))})
+    cache = Path(sys.prefix) / ".collabloop-trainer-keys.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if cached["key"] == key:
+            return {name: (keys, classes) for name, (keys, classes) in cached["sections"].items()}
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or from another version: made again
+        pass
+    sections = {name: ([f.name for cls in classes for f in fields(cls)], [cls.__name__ for cls in classes])
+                for name, classes in trainer_sections().items()}
+    try:
+        with atomic_file(cache) as f:
+            f.write(json.dumps({"key": key, "sections": sections}))
+    except OSError:  # a read-only environment: asked again next time
+        pass
+    return sections
+
+
 def check_run_config(path: str) -> None:
     """Parse every section with its config class, so a typo fails before any stage runs."""
     from dataclasses import fields
@@ -54,7 +84,7 @@ def check_run_config(path: str) -> None:
 
     # Sections whose configs are built by their own script (trainers: TRL's configs check the machine;
     # sft_data: its inputs come on the command line): only their keys are checked here.
-    trainers = {**trainer_sections(), "sft_data": (SFTDataConfig,)}
+    trainers = {**trainer_keys(), "sft_data": ([f.name for f in fields(SFTDataConfig)], [SFTDataConfig.__name__])}
     known = set(SECTIONS) | set(trainers)
     for key, value in data.items():
         if key not in known:
@@ -63,14 +93,12 @@ def check_run_config(path: str) -> None:
             raise ConfigError(f"{path}: section '{key}' must be a mapping of settings")
     for section, classes in SECTIONS.items():
         parse_config(classes, section, ["--config", path])
-    for section, classes in trainers.items():
+    for section, (valid, class_names) in trainers.items():
         if section in data:
-            valid = {f.name for cls in classes for f in fields(cls)}
-            unknown = sorted(set(data[section]) - valid)
+            unknown = sorted(set(data[section]) - set(valid))
             if unknown:
                 raise ConfigError(
-                    f"{path}, section '{section}': unknown keys {unknown} (not in "
-                    f"{' or '.join(cls.__name__ for cls in classes)})"
+                    f"{path}, section '{section}': unknown keys {unknown} (not in {' or '.join(class_names)})"
                 )
 
 

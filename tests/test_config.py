@@ -94,3 +94,25 @@ def test_a_top_level_key_that_is_no_section_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"top-level key 'temperature' is not a section"):
         parse_config(GenerateConfig, "generate", ["--config", str(path)])
 
+
+
+def test_the_trainer_keys_are_kept_per_version_and_made_again_when_stale(tmp_path, monkeypatch):
+    import json
+
+    from collabloop import loop
+
+    monkeypatch.setattr("sys.prefix", str(tmp_path))
+    cache = tmp_path / ".collabloop-trainer-keys.json"
+    made = loop.trainer_keys()
+    assert "beta" in made["dpo"][0] and made["dpo"][1] == ["PreferenceArgs", "DPOConfig"]
+    kept = json.loads(cache.read_text())
+    assert kept["sections"]["dpo"] == [made["dpo"][0], made["dpo"][1]]
+    # Kept: what the file says is what the check uses (here a key removed from it)...
+    kept["sections"]["dpo"][0].remove("beta")
+    cache.write_text(json.dumps(kept))
+    assert "beta" not in loop.trainer_keys()["dpo"][0]
+    # ...until TRL, transformers or the code that defines the sections changes: then made again.
+    cache.write_text(json.dumps({**kept, "key": kept["key"].replace("trl", "trl-old")}))
+    assert loop.trainer_keys() == made and "beta" in json.loads(cache.read_text())["sections"]["dpo"][0]
+    cache.write_text("{damaged")
+    assert loop.trainer_keys() == made
