@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import logging
 
-from collabloop.cli import check_failures, metric_resources
+from collabloop.cli import check_failures
 from collabloop.jsonl import read_records_with_tasks
 from collabloop.llm_client import cache_for
-from collabloop.metrics import MetricResources, ScoringItem, combine, mean_or_none, score_items, uses_judge
+from collabloop.metrics import (
+    MetricResources,
+    ScoringItem,
+    combine,
+    mean_or_none,
+    metric_resources,
+    score_items,
+    uses_judge,
+)
 from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig

@@ -7,7 +7,8 @@ import logging
 import os
 import sqlite3
 
-from collabloop.llm_client import BudgetExceeded, ResponseCache, client_for
+from collabloop.llm_client import BudgetExceeded
+from collabloop.stage import StageError
 
 
 def setup_logging(output: str | None = None) -> None:
@@ -25,34 +26,6 @@ def setup_logging(output: str | None = None) -> None:
     )
     for noisy in ("LiteLLM", "litellm", "httpx", "vllm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def metric_resources(cfg, cache: ResponseCache | None, metric_names):
-    """Tokenizer, judge client (when a metric named calls the judge; `cache` may then not be None) and
-    reward model for the metrics named (a `JudgeArgs` config)."""
-    from transformers import AutoTokenizer
-
-    from collabloop.metrics import MetricResources, uses_judge
-
-    judge = None
-    if uses_judge(metric_names):
-        judge = client_for(
-            cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
-            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
-        )
-    reward_model = None
-    if "rm_score" in metric_names:
-        from collabloop.reward_model import RewardModelScorer
-
-        reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
-    return MetricResources(
-        tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge, reward_model=reward_model,
-        options={"judge_top_logprobs": cfg.judge_top_logprobs},
-    )
-
-
-class StageError(RuntimeError):
-    """A stage cannot go on; the message says why and what to do."""
 
 
 # The exit status of `--check_up_to_date` when the stage has work to do (0: up to date; 1: an error).

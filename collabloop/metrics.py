@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collabloop.llm_client import LLMClient, Request
+from collabloop.llm_client import LLMClient, Request, ResponseCache, client_for
 from collabloop.records import Task
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,28 @@ class MetricResources:
 MetricFn = Callable[[list[ScoringItem], MetricResources], list[MetricValue]]
 METRICS: dict[str, MetricFn] = {}
 JUDGE_METRICS: set[str] = set()  # the registered metrics that call the LLM judge
+
+
+def metric_resources(cfg, cache: ResponseCache | None, metric_names):
+    """Tokenizer, judge client (when a metric named calls the judge; `cache` may then not be None) and
+    reward model for the metrics named (a `JudgeArgs` config)."""
+    from transformers import AutoTokenizer
+
+    judge = None
+    if uses_judge(metric_names):
+        judge = client_for(
+            cfg, cache, model=cfg.judge_model, api_base=cfg.judge_api_base,
+            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
+        )
+    reward_model = None
+    if "rm_score" in metric_names:
+        from collabloop.reward_model import RewardModelScorer
+
+        reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
+    return MetricResources(
+        tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge, reward_model=reward_model,
+        options={"judge_top_logprobs": cfg.judge_top_logprobs},
+    )
 
 
 def register_metric(name: str, uses_judge: bool = False) -> Callable[[MetricFn], MetricFn]:

@@ -20,10 +20,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from collabloop.cli import StageError
 from collabloop.jsonl import atomic_file, read_records, write_json, write_records
 from collabloop.records import EvalConversation, Generation, Record, RecordError, Rewarded, Simulation
-from collabloop.stage import config_path_for, meta_path_for, read_meta, shard_output_path
+from collabloop.stage import StageError, config_path_for, meta_path_for, read_meta, shard_output_path
 
 logger = logging.getLogger(__name__)
 

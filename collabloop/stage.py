@@ -136,6 +136,10 @@ def shard_output_path(output_path: str | Path, shard_index: int, num_shards: int
     return output_path.with_name(f"{output_path.stem}.shard{shard_index}-of-{num_shards}{output_path.suffix}")
 
 
+class StageError(RuntimeError):
+    """A stage cannot go on; the message says why and what to do."""
+
+
 class UpToDateAnswer(Exception):
     """Raised by `StageRun.up_to_date` in check-only mode, before any work: the answer."""
 
@@ -222,8 +226,6 @@ class StageRun:
         """
         meta = read_meta(self.partial_meta_path)
         if self.partial.path.exists():
-            from collabloop.cli import StageError
-
             if meta is None:
                 raise StageError(
                     f"{self.partial.path} has no readable meta file ({self.partial_meta_path} is missing or "

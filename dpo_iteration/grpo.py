@@ -13,10 +13,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from collabloop.cli import metric_resources
 from collabloop.jsonl import read_records_with_tasks, write_records
 from collabloop.llm_client import LLMClient, Request, cache_for, client_for, simulator_client
-from collabloop.metrics import ScoringItem, combine, mean_or_none, score_items
+from collabloop.metrics import ScoringItem, combine, mean_or_none, metric_resources, score_items
 from collabloop.records import Context
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun

@@ -12,10 +12,10 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from collabloop.cli import check_failures, metric_resources
+from collabloop.cli import check_failures
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient, cache_for, simulator_client
-from collabloop.metrics import MetricResources, ScoringItem, score_items
+from collabloop.metrics import MetricResources, ScoringItem, metric_resources, score_items
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, EvalConversation
 from collabloop.rollout import Rollout, roll_out

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from annotate_data.scoring import run as annotate
-from collabloop.cli import StageError
 from collabloop.records import RecordError
+from collabloop.stage import StageError
 from collabloop.stage_configs import AnnotateConfig
 from tests import warm
 from tests.conftest import PYTHON, REPO, free_port, math_task, read_jsonl, write_jsonl

@@ -14,11 +14,10 @@ import subprocess
 import pytest
 
 from annotate_data.scoring import run as annotate
-from collabloop.cli import StageError
 from collabloop.config import ConfigError
 from collabloop.records import RecordError
 from collabloop.shards import merge_shards
-from collabloop.stage import shard_output_path
+from collabloop.stage import StageError, shard_output_path
 from collabloop.stage_configs import AnnotateConfig
 from tests.conftest import PYTHON, REPO, math_task, write_jsonl
 
