@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collabloop.config import parse_config
+from collabloop.loop_config import LoopConfig
 from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, JUDGE_METRICS
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
 from collabloop.stage import read_meta
@@ -26,7 +27,6 @@ from collabloop.stage_configs import (
     ContextsConfig,
     EvaluateConfig,
     GenerateConfig,
-    LoopConfig,
     SimulateConfig,
 )
 

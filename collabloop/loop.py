@@ -20,10 +20,10 @@ from pathlib import Path
 
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.jsonl import atomic_file, read_records
+from collabloop.loop_config import SECTIONS, LoopConfig
 from collabloop.records import RecordError, Rewarded
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
-from collabloop.stage_configs import SECTIONS, LoopConfig
 from collabloop.stats import describe
 
 STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
@@ -33,7 +33,7 @@ def trainer_sections() -> dict[str, tuple[type, ...]]:
     """Section name -> (our arguments, the TRL config class) of every trainer."""
     from trl import GRPOConfig, RewardConfig, SFTConfig
 
-    from collabloop.stage_configs import GRPOArgs, PreferenceArgs, RewardModelArgs, SFTArgs
+    from collabloop.trainer_configs import GRPOArgs, PreferenceArgs, RewardModelArgs, SFTArgs
     from collabloop.training import ALGORITHMS
 
     sections = {name: (PreferenceArgs, spec.load("config_class")) for name, spec in ALGORITHMS.items()}
@@ -55,7 +55,7 @@ def trainer_keys() -> dict[str, tuple[list[str], list[str]]]:
     from collabloop.stage import code_digests
 
     versions = {name: version(name) for name in ("trl", "transformers")}
-    key = json.dumps({**versions, **code_digests(("collabloop.stage_configs", "collabloop.training"))})
+    key = json.dumps({**versions, **code_digests(("collabloop.trainer_configs", "collabloop.training"))})
     cache = Path(sys.prefix) / ".collabloop-trainer-keys.json"
     try:
         cached = json.loads(cache.read_text())
@@ -80,7 +80,7 @@ def check_run_config(path: str) -> None:
     data = yaml_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected sections (loop:, generate:, ...) at the top level")
-    from collabloop.stage_configs import SFTDataConfig
+    from collabloop.trainer_configs import SFTDataConfig
 
     # Sections whose configs are built by their own script (trainers: TRL's configs check the machine;
     # sft_data: its inputs come on the command line): only their keys are checked here.

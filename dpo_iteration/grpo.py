@@ -19,7 +19,7 @@ from collabloop.metrics import ScoringItem, combine, mean_or_none, metric_resour
 from collabloop.records import Context
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
-from collabloop.stage_configs import GRPOArgs
+from collabloop.trainer_configs import GRPOArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collabloop.config import ConfigError
 from collabloop.jsonl import read_records, write_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage import StageRun
-from collabloop.stage_configs import PreferenceArgs
+from collabloop.trainer_configs import PreferenceArgs
 from collabloop.training import ALGORITHMS, copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
 logger = logging.getLogger(__name__)

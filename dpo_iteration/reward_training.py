@@ -12,7 +12,7 @@ from pathlib import Path
 from collabloop.jsonl import read_records
 from collabloop.records import Pair
 from collabloop.stage import StageRun
-from collabloop.stage_configs import RewardModelArgs
+from collabloop.trainer_configs import RewardModelArgs
 from collabloop.training import load_tokenizer, partial_dir_for, train_and_publish
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from trl import GRPOConfig
 from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import parse_config
 from collabloop.console import say
-from collabloop.stage_configs import GRPOArgs
+from collabloop.trainer_configs import GRPOArgs
 from collabloop.training import trainer_defaults
 from dpo_iteration.grpo import run
 

@@ -18,7 +18,7 @@ import sys
 from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import ConfigError, parse_config
 from collabloop.console import say
-from collabloop.stage_configs import PreferenceArgs
+from collabloop.trainer_configs import PreferenceArgs
 from collabloop.training import ALGORITHMS, trainer_defaults
 from dpo_iteration.preference import run
 

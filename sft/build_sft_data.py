@@ -7,7 +7,7 @@
 from collabloop.cli import run_main, setup_logging
 from collabloop.config import parse_config
 from collabloop.stage import format_counts
-from collabloop.stage_configs import SFTDataConfig
+from collabloop.trainer_configs import SFTDataConfig
 from sft.sft_data import build
 
 

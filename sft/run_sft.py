@@ -12,7 +12,7 @@ from trl import SFTConfig
 from collabloop.cli import run_main, setup_logging, trainer_end_line
 from collabloop.config import parse_config
 from collabloop.console import say
-from collabloop.stage_configs import SFTArgs
+from collabloop.trainer_configs import SFTArgs
 from collabloop.training import trainer_defaults
 from sft.training import run
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collabloop.jsonl import read_records, write_records
 from collabloop.records import Rewarded, SFTExample
 from collabloop.rewards import best_candidate
-from collabloop.stage_configs import SFTDataConfig
+from collabloop.trainer_configs import SFTDataConfig
 
 
 def best_conversations(cfg: SFTDataConfig, counts: Counter) -> list[SFTExample]:

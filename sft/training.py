@@ -8,7 +8,7 @@ from pathlib import Path
 from collabloop.jsonl import write_records
 from collabloop.records import SFTExample
 from collabloop.stage import StageRun
-from collabloop.stage_configs import SFTArgs
+from collabloop.trainer_configs import SFTArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 from sft.sft_data import load_examples, prompt_completion_rows
 

@@ -134,7 +134,8 @@ def test_temporary_files_are_made_exclusively_and_never_follow_a_placed_link(tmp
     `.<name>.tmp` made them overwrite its target. Every writer now goes through `atomic_file` (mkstemp)."""
     from collabloop.config import save_config
     from collabloop.loop import write_run_config
-    from collabloop.stage_configs import LoopConfig, PairsConfig
+    from collabloop.loop_config import LoopConfig
+    from collabloop.stage_configs import PairsConfig
 
     target = tmp_path / "victim.txt"
     target.write_text("keep me\n")

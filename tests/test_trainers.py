@@ -80,7 +80,7 @@ def launch_many(tmp_path, runs: dict[str, tuple[str, list[str]]]) -> dict[str, s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Every trainer variant below, trained once in one launch; each test checks its own."""
-    from collabloop.stage_configs import SFTDataConfig
+    from collabloop.trainer_configs import SFTDataConfig
     from sft.sft_data import build
 
     tmp = tmp_path_factory.mktemp("trainers")
@@ -202,7 +202,7 @@ def test_kto_from_scored_candidates(trained):
 
 
 def test_sft_recipe_and_training_on_assistant_turns(trained, tmp_path):
-    from collabloop.stage_configs import SFTDataConfig
+    from collabloop.trainer_configs import SFTDataConfig
     from sft.sft_data import build, load_examples, prompt_completion_rows
 
     tmp, outputs = trained
