@@ -20,8 +20,9 @@ from pathlib import Path
 from collabloop.config import parse_config
 from collabloop.loop_config import LoopConfig
 from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, JUDGE_METRICS
+from collabloop.pipeline import output_path
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
-from collabloop.stage import read_meta
+from collabloop.stage import meta_path_for, read_meta
 from collabloop.stage_configs import (
     AnnotateConfig,
     ContextsConfig,
@@ -162,13 +163,11 @@ def iteration_uses(i: int, loop: LoopConfig, sections: dict, tasks: TaskSet, eva
 
 # What a stage's meta counts, per role, as calls made (cache hits included: a fresh run pays for them).
 MEASURED = {"simulator": ("simulator_calls", "simulator_cache_hits"), "judge": ("judge_calls", "judge_cache_hits")}
-OUTPUTS = {"contexts": "contexts", "generate": "generations", "simulate": "simulations", "annotate": "rewards",
-           "evaluate": "eval/conversations"}
 
 
-def use_measured(stage: StageUse, iter_dir: Path) -> None:
+def use_measured(stage: StageUse, output: Path) -> None:
     """Replace the estimated call counts with a finished stage's own, keeping tokens per call."""
-    meta = read_meta(iter_dir / f"{OUTPUTS[stage.stage]}.meta.json")
+    meta = read_meta(meta_path_for(output))
     if meta is None or meta.get("status") != "complete":
         return
     counts = Counter(meta.get("counts") or {})
@@ -220,8 +219,8 @@ def estimate(config_path: str, run_dir: str | None = None) -> dict:
         if loop.algorithm == "grpo":
             stages = [s for s in stages if s.stage == "evaluate"]
         for stage in stages:
-            if (run / f"iter_{i}" / f"{OUTPUTS[stage.stage]}.jsonl").exists():
-                use_measured(stage, run / f"iter_{i}")
+            if (output := output_path(stage.stage, run, i)).exists():
+                use_measured(stage, output)
         iterations.append({"iteration": i, "stages": stages})
     per_future = None
     if loop.use_simulation:

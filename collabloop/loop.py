@@ -21,12 +21,11 @@ from pathlib import Path
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.jsonl import atomic_file, read_records
 from collabloop.loop_config import SECTIONS, LoopConfig
+from collabloop.pipeline import iteration_files
 from collabloop.records import RecordError, Rewarded
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
 from collabloop.stats import describe
-
-STAGE_FILES = ("contexts", "generations", "simulations", "rewards", "pairs")
 
 
 def trainer_sections() -> dict[str, tuple[type, ...]]:
@@ -163,7 +162,7 @@ def summarize_iteration(iter_dir: str | Path) -> dict:
     """Counts per stage, mean candidate reward, pairs built, DPO loss and reward accuracy."""
     iter_dir = Path(iter_dir)
     out: dict = {"iteration": iter_dir.name, "stages": {}}
-    for name in STAGE_FILES:
+    for name in iteration_files():
         meta = read_meta(iter_dir / f"{name}.meta.json")
         if meta:
             out["stages"][name] = {"records": meta["counts"].get("records_out"), "seconds": meta.get("seconds")}

@@ -21,17 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 from collabloop.jsonl import atomic_file, read_records, write_json, write_records
-from collabloop.records import EvalConversation, Generation, Record, RecordError, Rewarded, Simulation
+from collabloop.pipeline import STAGES
+from collabloop.records import RECORD_TYPES, Record, RecordError
 from collabloop.stage import StageError, config_path_for, meta_path_for, read_meta, shard_output_path
 
 logger = logging.getLogger(__name__)
 
-RECORD_TYPES: dict[str, type[Record]] = {
-    "generate": Generation,
-    "simulate": Simulation,
-    "annotate": Rewarded,
-    "evaluate": EvalConversation,
-}
+# The stages that split into shards (collabloop/pipeline.py), and the records of each.
+SHARDABLE: dict[str, type[Record]] = {name: RECORD_TYPES[s.kind] for name, s in STAGES.items() if s.per_record}
 
 
 def _read_shard_meta(path: Path, index: int, num_shards: int) -> dict:
@@ -86,9 +83,9 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
     metas = [_read_shard_meta(p, i, num_shards) for i, p in enumerate(paths)]
     first = metas[0]
     stage = first.get("stage")
-    if stage not in RECORD_TYPES:
+    if stage not in SHARDABLE:
         raise StageError(f"{meta_path_for(paths[0])}: stage {stage!r} cannot be merged; "
-                         f"sharded stages are {sorted(RECORD_TYPES)}")
+                         f"sharded stages are {sorted(SHARDABLE)}")
     def made_from(meta: dict) -> dict:
         return {"stage": meta["stage"], "base_fingerprint": meta["shard"]["base_fingerprint"],
                 "chunk_size": meta["shard"]["chunk_size"]}
@@ -106,7 +103,7 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
             # Already merged (or made unsharded) from the same inputs and config: leave it, and its
             # modification time, alone, so later stages stay up to date.
             return {**done, "already_merged": True}
-    records = [read_records(p, RECORD_TYPES[stage]) for p in paths]
+    records = [read_records(p, SHARDABLE[stage]) for p in paths]
     for i, (meta, recs) in enumerate(zip(metas, records)):
         if len(recs) != meta["counts"].get("records_out"):
             raise StageError(f"{paths[i]} holds {len(recs)} records, "
@@ -150,6 +147,15 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
     return meta
 
 
+def merge_line(output_path: str | Path, num_shards: int) -> str:
+    """Merge, and say what was done in one line."""
+    meta = merge_shards(output_path, num_shards)
+    if meta.get("already_merged"):
+        return f"[merge] {output_path} is up to date; nothing to do"
+    return (f"[merge] {meta['stage']}: {meta['counts']['records_out']} records from {num_shards} shards -> "
+            f"{output_path} (slowest shard {meta['seconds']:.0f}s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from collabloop.cli import run_main
     from collabloop.config import ConfigError, _split_argv
@@ -167,12 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             num_shards = int(options["num_shards"])
         except ValueError:
             raise ConfigError(f"--num_shards must be an integer, got {options['num_shards']!r}") from None
-        meta = merge_shards(options["output_path"], num_shards)
-        if meta.get("already_merged"):
-            print(f"[merge] {options['output_path']} is up to date; nothing to do")
-        else:
-            print(f"[merge] {meta['stage']}: {meta['counts']['records_out']} records from {num_shards} shards -> "
-                  f"{options['output_path']} (slowest shard {meta['seconds']:.0f}s)")
+        print(merge_line(options["output_path"], num_shards))
 
     run_main(run, is_stage=False)
 

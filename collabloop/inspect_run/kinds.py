@@ -6,20 +6,14 @@ import logging
 from pathlib import Path
 
 from collabloop.jsonl import iter_json_lines
+from collabloop.pipeline import record_stages
 from collabloop.records import RECORD_TYPES, RecordError
 from collabloop.stage import meta_path_for, read_meta
 
 logger = logging.getLogger(__name__)
 
 # The `stage` written by each stage's StageRun, and the record kind of its output.
-KIND_BY_STAGE = {
-    "contexts": "contexts",
-    "generate": "generations",
-    "simulate": "simulations",
-    "annotate": "rewards",
-    "pairs": "pairs",
-    "evaluate": "evaluation",
-}
+KIND_BY_STAGE = {name: stage.kind for name, stage in record_stages().items()}
 # Most specific first: a record of a richer kind carries fields the poorer kinds reject as unknown.
 KIND_TRIAL_ORDER = ("evaluation", "rewards", "simulations", "generations", "contexts", "pairs", "sft", "tasks")
 

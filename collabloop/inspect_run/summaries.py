@@ -12,13 +12,14 @@ from pathlib import Path
 from collabloop.inspect_run.kind_stats import STATS_BY_KIND
 from collabloop.inspect_run.kinds import InspectError, detect_kind
 from collabloop.jsonl import read_records
+from collabloop.pipeline import iteration_files
 from collabloop.records import RECORD_TYPES
 from collabloop.stage import meta_path_for, read_meta
 
 logger = logging.getLogger(__name__)
 
 # Files of one iteration in pipeline order; other .jsonl files (evaluation outputs) follow by name.
-PIPELINE_FILES = ("contexts.jsonl", "generations.jsonl", "simulations.jsonl", "rewards.jsonl", "pairs.jsonl")
+PIPELINE_FILES = tuple(f"{name}.jsonl" for name in iteration_files())
 
 
 def summarize_file(path: str | Path) -> dict:

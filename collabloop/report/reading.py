@@ -17,7 +17,7 @@ from pathlib import Path
 
 from collabloop import paired
 from collabloop.jsonl import read_records
-from collabloop.loop import STAGE_FILES
+from collabloop.pipeline import iteration_files
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
@@ -221,7 +221,7 @@ def _collect_eval(eval_dir: Path, iteration: int, missing: list[str]) -> dict | 
 def _collect_iteration(iteration: int, iter_dir: Path) -> dict:
     out: dict = {"dir": iter_dir.name, "trained": False, "stages": {}, "missing": [], "notes": [],
                  "rewards": None, "pairs": None, "training": None, "eval": None}
-    names = (*STAGE_FILES, MODEL_STAGE)
+    names = (*iteration_files(), MODEL_STAGE)
     # iter_0 holds only the evaluation of the initial model; an iteration with any stage output was trained.
     out["trained"] = any(
         (iter_dir / n).exists() or (iter_dir / f"{n}.jsonl").exists() or (iter_dir / f"{n}.meta.json").exists()
