@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,7 +160,7 @@ class StageRun:
         self,
         name: str,
         output_path: str | Path,
-        record_type: type[Record],
+        record_type: type[Record] | None,
         configs: tuple[Any, ...],
         inputs: dict[str, str | Path],
         code: tuple[str, ...] = (),
@@ -180,7 +181,7 @@ class StageRun:
         self.shard_ids: set[str] | None = None
         self.meta_path = meta_path_for(self.output_path)
         self.partial_meta_path = partial_meta_path_for(self.output_path)
-        self.partial = PartialOutput(self.output_path, record_type)
+        self.partial = PartialOutput(self.output_path, record_type) if record_type is not None else None
         self.counts: Counter = Counter()
         self.started = time.time()
         config_dict: dict[str, Any] = {}
@@ -205,7 +206,7 @@ class StageRun:
     def up_to_date(self) -> bool:
         meta = read_meta(self.meta_path)
         complete = self.output_path.exists() and meta is not None and meta.get("status") == "complete"
-        if complete and self.partial.path.is_file():  # (a trainer's `.partial` is its model folder: left alone)
+        if complete and self.partial is not None and self.partial.path.is_file():
             if meta.get("fingerprint") == self.fingerprint:
                 # Killed after the output and its meta were written, before the partial file was removed.
                 self._discard_partial()
@@ -239,7 +240,7 @@ class StageRun:
         done = self.partial.load()
         if self.partial.repaired_bytes:
             self.counts["repaired_torn_lines"] += 1
-        write_json(self.partial_meta_path, self._meta("running"))
+        write_json(self.partial_meta_path, self.meta("running"))
         if done:
             logger.info("%s: resuming, %d records already finished in %s", self.name, len(done), self.partial.path)
         return done
@@ -274,7 +275,7 @@ class StageRun:
         failpoint("output_renamed")
         self.counts["records_out"] = count
         save_config(config_path_for(self.output_path), self.name, *self.configs)
-        meta = self._meta("complete")
+        meta = self.meta("complete")
         write_json(self.meta_path, meta)
         failpoint("meta_written")
         self._discard_partial()
@@ -284,7 +285,8 @@ class StageRun:
         self.partial.discard()
         self.partial_meta_path.unlink(missing_ok=True)
 
-    def _meta(self, status: str) -> dict:
+    def meta(self, status: str) -> dict:
+        """What the meta file says of this run: its stage, status, fingerprint, inputs, code, config, counts."""
         meta = {
             "stage": self.name,
             "status": status,
@@ -301,6 +303,26 @@ class StageRun:
                 "base_fingerprint": self.base_fingerprint, "output_path": str(self.final_output_path),
             }
         return meta
+
+
+class ModelRun(StageRun):
+    """A trainer's run: its output is a model folder, trained in `<name>.partial/` and published whole."""
+
+    def __init__(self, name: str, output_dir: str | Path, configs: tuple[Any, ...], inputs: dict[str, str | Path],
+                 code: tuple[str, ...] = ()):
+        super().__init__(name, output_dir, None, configs, inputs, code)
+
+    def publish(self, partial_dir: Path) -> None:
+        """Move the finished model into place, then mark the stage complete (main process only).
+
+        The old meta goes first: a kill between replacing the model and writing the new meta must not leave
+        another config's "complete" beside the new weights.
+        """
+        self.meta_path.unlink(missing_ok=True)
+        if self.output_path.exists():
+            shutil.rmtree(self.output_path)
+        partial_dir.rename(self.output_path)
+        write_json(self.meta_path, self.meta("complete"))
 
 
 def fixed_chunks(items: list, size: int) -> list[tuple[int, list]]:

@@ -201,21 +201,8 @@ def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict
     metrics = save_trained(trainer, tokenizer, partial_dir_for(output_dir), lora)
     stage.counts["train_steps"] = metrics.get("steps", 0)  # before publish, which writes the meta
     if is_main_process():
-        publish(partial_dir_for(output_dir), output_dir, stage)
+        stage.publish(partial_dir_for(output_dir))
     return metrics
-
-
-def publish(partial_dir: Path, output_dir: Path, stage) -> None:
-    """Move the finished model into place, then mark the stage complete (main process only).
-
-    The old meta goes first: a kill between replacing the model and writing the new meta must not leave
-    another config's "complete" beside the new weights.
-    """
-    stage.meta_path.unlink(missing_ok=True)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    partial_dir.rename(output_dir)
-    write_json(stage.meta_path, stage._meta("complete"))
 
 
 def copy_unchanged(model_path: str, output_dir: Path, stage, reason: str) -> dict:
@@ -227,7 +214,7 @@ def copy_unchanged(model_path: str, output_dir: Path, stage, reason: str) -> dic
         shutil.rmtree(partial_dir, ignore_errors=True)
         shutil.copytree(model_path, partial_dir)
         write_json(partial_dir / "train_metrics.json", metrics)
-        publish(partial_dir, output_dir, stage)
+        stage.publish(partial_dir)
     return metrics
 
 

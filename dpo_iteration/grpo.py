@@ -18,7 +18,7 @@ from collabloop.llm_client import LLMClient, Request, cache_for, client_for, sim
 from collabloop.metrics import ScoringItem, combine, mean_or_none, metric_resources, score_items
 from collabloop.records import Context
 from collabloop.rollout import Rollout, roll_out
-from collabloop.stage import StageRun
+from collabloop.stage import ModelRun
 from collabloop.trainer_configs import GRPOArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
@@ -83,7 +83,7 @@ class MultiturnReward:
 
 def run(args: GRPOArgs, grpo_args) -> dict | None:
     output_dir = Path(grpo_args.output_dir)
-    stage = StageRun("grpo", output_dir, Context, (args, grpo_args),
+    stage = ModelRun("grpo", output_dir, (args, grpo_args),
                      {"contexts": args.contexts_path, "tasks": args.tasks_path, "model": args.model_name_or_path},
                      code=("dpo_iteration.grpo", "collabloop.rollout", "collabloop.simulator", "collabloop.metrics",
                            "collabloop.training"))

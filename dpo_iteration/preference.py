@@ -15,7 +15,7 @@ from pathlib import Path
 from collabloop.config import ConfigError
 from collabloop.jsonl import read_records, write_records
 from collabloop.records import Pair, Rewarded
-from collabloop.stage import StageRun
+from collabloop.stage import ModelRun
 from collabloop.trainer_configs import PreferenceArgs
 from collabloop.training import ALGORITHMS, copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
@@ -72,7 +72,7 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     if spec.uses_reference and args.ref_model:
         inputs["ref_model"] = args.ref_model
     apply_rpo_alpha(algorithm, args, trl_args)  # first, so the saved config shows the losses really used
-    stage = StageRun(algorithm, output_dir, Pair, (args, trl_args), inputs,
+    stage = ModelRun(algorithm, output_dir, (args, trl_args), inputs,
                      code=("dpo_iteration.preference", "collabloop.training"))
     if stage.up_to_date():
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collabloop.jsonl import read_records
 from collabloop.records import Pair
-from collabloop.stage import StageRun
+from collabloop.stage import ModelRun
 from collabloop.trainer_configs import RewardModelArgs
 from collabloop.training import load_tokenizer, partial_dir_for, train_and_publish
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def run(args: RewardModelArgs, reward_args) -> dict | None:
     output_dir = Path(reward_args.output_dir)
-    stage = StageRun("reward", output_dir, Pair, (args, reward_args),
+    stage = ModelRun("reward", output_dir, (args, reward_args),
                      {"pairs": args.pairs_path, "model": args.model_name_or_path},
                      code=("dpo_iteration.reward_training", "collabloop.training"))
     if stage.up_to_date():

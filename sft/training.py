@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 
 from collabloop.jsonl import write_records
-from collabloop.records import SFTExample
-from collabloop.stage import StageRun
+from collabloop.stage import ModelRun
 from collabloop.trainer_configs import SFTArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 from sft.sft_data import load_examples, prompt_completion_rows
@@ -17,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def run(args: SFTArgs, sft_args) -> dict | None:
     output_dir = Path(sft_args.output_dir)
-    stage = StageRun("sft", output_dir, SFTExample, (args, sft_args),
+    stage = ModelRun("sft", output_dir, (args, sft_args),
                      {"sft": args.sft_path, "model": args.model_name_or_path},
                      code=("sft.training", "collabloop.training"))
     if stage.up_to_date():
