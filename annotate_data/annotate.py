@@ -7,16 +7,12 @@
 """
 
 from annotate_data.scoring import run
-from collabloop.cli import end_line, run_main, setup_logging
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import record_stage_main, run_main
 from collabloop.stage_configs import AnnotateConfig
 
 
 def main(argv=None):
-    cfg = parse_config(AnnotateConfig, "annotate", argv, __doc__)
-    setup_logging(cfg.output_path)
-    say(end_line("annotate", cfg.output_path, run(cfg)))
+    record_stage_main("annotate", AnnotateConfig, run, __doc__, argv)
 
 
 if __name__ == "__main__":

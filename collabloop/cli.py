@@ -107,6 +107,30 @@ def end_line(stage: str, output_path: str, meta: dict | None) -> str:
     return f"{format_counts(stage, meta['counts'])} ({meta['seconds']:.0f}s)"
 
 
+def record_stage_main(stage: str, config_class: type, run, doc: str, argv=None) -> None:
+    """The story of a record stage's entry script: its config, its console and log, its run, its end line."""
+    from collabloop.config import parse_config
+    from collabloop.console import say
+
+    cfg = parse_config(config_class, stage, argv, doc)
+    setup_logging(cfg.output_path)
+    say(end_line(stage, cfg.output_path, run(cfg)))
+
+
+def trainer_main(stage: str, classes: tuple[type, type], run, doc: str, argv=None, defaults: dict | None = None):
+    """The same for a trainer: our arguments and TRL's config (with the machine's defaults under the YAML's)."""
+    from collabloop.config import parse_config
+    from collabloop.console import say
+    from collabloop.training import trainer_defaults
+
+    machine = {**trainer_defaults(), **(defaults or {})}
+    ours, trl_args = parse_config(classes, stage, argv, doc, machine_defaults=machine)
+    setup_logging(trl_args.output_dir)
+    line = trainer_end_line(stage, trl_args.output_dir, run(ours, trl_args))
+    if line:
+        say(line)
+
+
 def trainer_end_line(stage: str, output_dir: str, result: dict | None) -> str | None:
     """The line a trainer script prints when it ends; None on the ranks other than the main one."""
     from collabloop.stage import format_counts

@@ -7,17 +7,13 @@
 with --seed), max_max (best vs second best) or random (two drawn at random).
 """
 
-from collabloop.cli import end_line, run_main, setup_logging
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import record_stage_main, run_main
 from collabloop.stage_configs import PairsConfig
 from dpo_iteration.pairing import run
 
 
 def main(argv=None):
-    cfg = parse_config(PairsConfig, "pairs", argv, __doc__)
-    setup_logging(cfg.output_path)
-    say(end_line("pairs", cfg.output_path, run(cfg)))
+    record_stage_main("pairs", PairsConfig, run, __doc__, argv)
 
 
 if __name__ == "__main__":

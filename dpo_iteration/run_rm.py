@@ -11,22 +11,13 @@ center_rewards_coefficient, ...) beside this script's arguments (use_margin, LoR
 
 from trl import RewardConfig
 
-from collabloop.cli import run_main, setup_logging, trainer_end_line
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import run_main, trainer_main
 from collabloop.trainer_configs import RewardModelArgs
-from collabloop.training import trainer_defaults
 from dpo_iteration.reward_training import run
 
 
 def main(argv=None):
-    args, reward_args = parse_config(
-        (RewardModelArgs, RewardConfig), "reward", argv, __doc__, machine_defaults=trainer_defaults()
-    )
-    setup_logging(reward_args.output_dir)
-    line = trainer_end_line("reward", reward_args.output_dir, run(args, reward_args))
-    if line:
-        say(line)
+    trainer_main("reward", (RewardModelArgs, RewardConfig), run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -11,20 +11,13 @@ arguments (metric_weights, num_futures, window_turns, the simulator and judge).
 
 from trl import GRPOConfig
 
-from collabloop.cli import run_main, setup_logging, trainer_end_line
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import run_main, trainer_main
 from collabloop.trainer_configs import GRPOArgs
-from collabloop.training import trainer_defaults
 from dpo_iteration.grpo import run
 
 
 def main(argv=None):
-    args, grpo_args = parse_config((GRPOArgs, GRPOConfig), "grpo", argv, __doc__, machine_defaults=trainer_defaults())
-    setup_logging(grpo_args.output_dir)
-    line = trainer_end_line("grpo", grpo_args.output_dir, run(args, grpo_args))
-    if line:
-        say(line)
+    trainer_main("grpo", (GRPOArgs, GRPOConfig), run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ script's own arguments; every key is also a flag here.
 """
 
 import sys
+from functools import partial
 
-from collabloop.cli import run_main, setup_logging, trainer_end_line
-from collabloop.config import ConfigError, parse_config
-from collabloop.console import say
+from collabloop.cli import run_main, trainer_main
+from collabloop.config import ConfigError
 from collabloop.trainer_configs import PreferenceArgs
-from collabloop.training import ALGORITHMS, trainer_defaults
+from collabloop.training import ALGORITHMS
 from dpo_iteration.preference import run
 
 
@@ -44,14 +44,8 @@ def split_algorithm(argv: list[str]) -> tuple[str, list[str]]:
 def main(argv=None):
     algorithm, argv = split_algorithm(sys.argv[1:] if argv is None else argv)
     spec = ALGORITHMS[algorithm]
-    script_args, trl_args = parse_config(
-        (PreferenceArgs, spec.load("config_class")), algorithm, argv, __doc__,
-        machine_defaults={**trainer_defaults(), **spec.defaults},
-    )
-    setup_logging(trl_args.output_dir)
-    line = trainer_end_line(algorithm, trl_args.output_dir, run(algorithm, script_args, trl_args))
-    if line:
-        say(line)
+    trainer_main(algorithm, (PreferenceArgs, spec.load("config_class")), partial(run, algorithm), __doc__, argv,
+                 defaults=spec.defaults)
 
 
 if __name__ == "__main__":

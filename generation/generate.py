@@ -6,17 +6,13 @@
         --model models/SmolLM2-135M-Instruct
 """
 
-from collabloop.cli import end_line, run_main, setup_logging
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import record_stage_main, run_main
 from collabloop.stage_configs import GenerateConfig
 from generation.candidates import run
 
 
 def main(argv=None):
-    cfg = parse_config(GenerateConfig, "generate", argv, __doc__)
-    setup_logging(cfg.output_path)
-    say(end_line("generate", cfg.output_path, run(cfg)))
+    record_stage_main("generate", GenerateConfig, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,13 @@ The `sft:` section takes any field of TRL's SFTConfig beside this script's argum
 
 from trl import SFTConfig
 
-from collabloop.cli import run_main, setup_logging, trainer_end_line
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import run_main, trainer_main
 from collabloop.trainer_configs import SFTArgs
-from collabloop.training import trainer_defaults
 from sft.training import run
 
 
 def main(argv=None):
-    args, sft_args = parse_config((SFTArgs, SFTConfig), "sft", argv, __doc__, machine_defaults=trainer_defaults())
-    setup_logging(sft_args.output_dir)
-    line = trainer_end_line("sft", sft_args.output_dir, run(args, sft_args))
-    if line:
-        say(line)
+    trainer_main("sft", (SFTArgs, SFTConfig), run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,13 @@ simulator from the hidden goal.
         --output_path data/runs/demo/iter_1/contexts.jsonl
 """
 
-from collabloop.cli import end_line, run_main, setup_logging
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import record_stage_main, run_main
 from collabloop.stage_configs import ContextsConfig
 from simulate.openings import run
 
 
 def main(argv=None):
-    cfg = parse_config(ContextsConfig, "contexts", argv, __doc__)
-    setup_logging(cfg.output_path)
-    say(end_line("contexts", cfg.output_path, run(cfg)))
+    record_stage_main("contexts", ContextsConfig, run, __doc__, argv)
 
 
 if __name__ == "__main__":

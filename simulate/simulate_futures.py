@@ -9,17 +9,13 @@ run_loop.sh starts) plays the user who knows the hidden goal; the policy
         --output_path data/runs/demo/iter_1/simulations.jsonl
 """
 
-from collabloop.cli import end_line, run_main, setup_logging
-from collabloop.config import parse_config
-from collabloop.console import say
+from collabloop.cli import record_stage_main, run_main
 from collabloop.stage_configs import SimulateConfig
 from simulate.futures import run
 
 
 def main(argv=None):
-    cfg = parse_config(SimulateConfig, "simulate", argv, __doc__)
-    setup_logging(cfg.output_path)
-    say(end_line("simulate", cfg.output_path, run(cfg)))
+    record_stage_main("simulate", SimulateConfig, run, __doc__, argv)
 
 
 if __name__ == "__main__":
