@@ -2,27 +2,24 @@
 
     .venv/bin/python bench/demo_iteration.py [--config configs/demo.yaml --max_tasks 8]
 
-Runs the stage commands of iteration 1 in sequence with the arguments run_loop.sh
-gives them (contexts, generate, simulate, annotate, pairs, train: DPO or the config's
-algorithm under accelerate launch), after `python -m collabloop.loop env` (which
-validates the config and writes <run_dir>/config.yaml, as run_loop.sh does first).
-It starts the simulator/judge server itself (collabloop.server.SimulatorServer, on a
-free port) and stops it at the end. The evaluation of run_loop.sh is not run.
+Runs iteration 1 of the loop stage by stage through the driver run_loop.sh uses
+(`python -m collabloop.driver run <stage>`: the same arguments, shards, accelerate
+launch and simulator server), after `python -m collabloop.loop env` (which validates
+the config and writes <run_dir>/config.yaml, as run_loop.sh does first). With
+loop.simulator_backend server, the first stage that calls the simulator starts it (its
+start is in that stage's time) and the benchmark stops it at the end. The evaluation of
+run_loop.sh is not run.
 
 For each stage: wall seconds (process start to exit) and the peak resident memory of
-the stage's whole process tree (RSS of the process and all its descendants summed,
-polled every 0.2 s; pages shared between processes count once per process; never less
-than the exact peak of its largest single process, from wait4, so a stage shorter than
-the poll interval is not missed), and the
-server's peak RSS (its process tree) during the stage. --run_dir (default
-bench/results/demo_iteration_run) is deleted first, so every stage does its work
-(no output is up to date, no simulator/judge response is cached). --max_tasks
-shrinks the iteration (make_contexts --max_tasks). With loop.num_shards > 1 (or
---num_shards), generate, simulate and annotate run as run_loop.sh runs them then: one
-process per shard (taskset to its share of the cores, or CUDA_VISIBLE_DEVICES), the
-merge, and the unsharded command that finds its output up to date; the stage's time
-and memory cover all of that. No baseline: the table gives each stage's share of the
-iteration. Logs: <run_dir>/logs/<stage>[.shard<i>-of-<n>|.merge].log.
+the stage's whole process tree (shards and training ranks included: RSS of the process
+and all its descendants summed, polled every 0.2 s; pages shared between processes count
+once per process; never less than the exact peak of its largest single process, from
+wait4, so a stage shorter than the poll interval is not missed), and the server's peak
+RSS (its process tree) during the stage. --run_dir (default
+bench/results/demo_iteration_run) is deleted first, so every stage does its work (no
+output is up to date, no simulator/judge response is cached). --max_tasks shrinks the
+iteration (contexts.max_tasks). No baseline: the table gives each stage's share of the
+iteration. Logs: <run_dir>/logs/<stage>.log, and each stage's own beside its output.
 """
 
 from __future__ import annotations
@@ -40,8 +37,9 @@ import threading
 import time
 from pathlib import Path
 
+from result_files import save_result  # beside this file
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 MIB = 2**20
 
 
@@ -148,27 +146,6 @@ def run_stage(name: str, steps: list[list[tuple[list[str], Path]]], sampler: Sam
             "largest_process_peak_rss_mib": largest / MIB, "server_peak_rss_mib": server_peak / MIB}
 
 
-def per_record(name: str, output: Path, argv: list[str], py: str, logs: Path, num_shards: int, num_gpus: int):
-    """The steps run_loop.sh's per_record runs: the command alone; or, with num_shards > 1, one process per
-    shard (its own GPU, or its own share of the CPU cores), the merge, and the unsharded command again."""
-    if num_shards <= 1:
-        return [[([py, *argv], logs / f"{name}.log")]]
-    cores = os.cpu_count() or 1
-    per = max(1, cores // num_shards)
-    shards = []
-    for s in range(num_shards):
-        place: list[str] = []
-        if num_gpus > 0:
-            place = ["env", f"CUDA_VISIBLE_DEVICES={s}"]
-        elif shutil.which("taskset"):
-            first = (s * per) % cores
-            place = ["taskset", "-c", f"{first}-{first + per - 1}"]
-        shards.append(([*place, py, *argv, "--num_shards", str(num_shards), "--shard_index", str(s)],
-                       logs / f"{name}.shard{s}-of-{num_shards}.log"))
-    merge = [py, "-m", "collabloop.shards", "merge", "--output_path", str(output), "--num_shards", str(num_shards)]
-    return [shards, [(merge, logs / f"{name}.merge.log")], [([py, *argv], logs / f"{name}.log")]]
-
-
 def stage_counts(iter_dir: Path) -> dict:
     """What each stage wrote (records_out from its meta; train steps)."""
     from collabloop.stage import read_meta
@@ -187,12 +164,19 @@ def stage_counts(iter_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--max_tasks", type=int, default=None, help="make_contexts --max_tasks (default: the config's)")
+    parser.add_argument("--max_tasks", type=int, default=None, help="contexts.max_tasks (default: the config's)")
     parser.add_argument("--run_dir", default="bench/results/demo_iteration_run", help="deleted first")
     parser.add_argument("--port", type=int, default=0, help="simulator server port (0: a free one)")
     parser.add_argument("--num_shards", type=int, default=None,
                         help="loop.num_shards for this run (default: the config's; 0: one per GPU, 1 on CPU)")
     args = parser.parse_args()
+
+    import yaml
+
+    from collabloop.config import parse_config
+    from collabloop.driver import SERVER_STATE, count_gpus
+    from collabloop.loop_config import LoopConfig
+    from collabloop.pipeline import iteration_stages, plan_devices
 
     run_dir = (REPO / args.run_dir).resolve()
     looks_like_ours = run_dir.exists() and ((run_dir / "config.yaml").exists()
@@ -209,113 +193,37 @@ def main() -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", LITELLM_LOCAL_MODEL_COST_MAP="True")
     port = args.port or free_port()
     config = args.config
+    if args.max_tasks:  # the config with contexts.max_tasks set, beside the results
+        sections = yaml.safe_load((REPO / config).read_text()) or {}
+        sections.setdefault("contexts", {})["max_tasks"] = args.max_tasks
+        config = str(logs / "config.yaml")
+        Path(config).write_text(yaml.safe_dump(sections, sort_keys=False))
 
     rows: list[dict] = []
     sampler = Sampler(None).start()
+    driver = [py, "-m", "collabloop.driver"]
     try:
-        # run_loop.sh: validate every section, write <run_dir>/config.yaml, read the loop: settings.
+        # run_loop.sh: validate every section, write <run_dir>/config.yaml (the driver reads it).
         env_argv = [py, "-m", "collabloop.loop", "env", "--config", config, "--run_dir", str(run_dir),
                     "--simulator_port", str(port)]
         if args.num_shards is not None:
             env_argv += ["--num_shards", str(args.num_shards)]
         rows.append(run_stage("config", [[(env_argv, logs / "config.log")]], sampler, env))
-        loop = {}
-        for line in (logs / "config.log").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.startswith("LOOP_"):
-                loop[key[5:]] = (shlex.split(value) or [""])[0]
-        if loop["ALGORITHM"] == "grpo":
-            raise SystemExit("loop.algorithm grpo has no generate/simulate/annotate/pairs stages; not benchmarked here")
-        num_gpus = 0
-        if shutil.which("nvidia-smi"):
-            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-            num_gpus = len(listing.stdout.splitlines()) if listing.returncode == 0 else 0
-        num_processes = int(loop["NUM_PROCESSES"]) or num_gpus or 2  # CPU-only: ZeRO-2 over 2 gloo processes
-        num_shards = int(loop.get("NUM_SHARDS", "1")) or num_gpus or 1
-        if num_gpus and num_shards > num_gpus:
-            raise SystemExit(f"loop.num_shards={num_shards} but this machine has {num_gpus} GPUs")
-        cache = str(run_dir / "llm_cache.sqlite")
-        iter_dir = run_dir / "iter_1"
-        iter_dir.mkdir()
-        policy = loop["INITIAL_MODEL"]
-        ref = loop["INITIAL_MODEL"]  # iteration 1: reference 'initial' and 'previous' are the same model
-        tasks = loop["TRAIN_TASKS"]
-
-        server = None
-        sim_args: list[str] = []
-        judge_args: list[str] = []
-        if loop["SIMULATOR_MODEL_PATH"]:
-            from collabloop.server import SimulatorServer
-
-            print(f"--- server: {loop['SIMULATOR_MODEL_PATH']} on 127.0.0.1:{port}", file=sys.stderr, flush=True)
-            sampler.take()
-            start = time.perf_counter()
-            server = SimulatorServer(loop["SIMULATOR_MODEL_PATH"], port, loop["SIMULATOR_SERVED_NAME"],
-                                     log_path=str(run_dir / "simulator_server.log"))
-            server.__enter__()
-            sampler.server_pid = server.process.pid
-            seconds = time.perf_counter() - start
-            _, server_peak = sampler.take()
-            server_peak = max(server_peak, tree_rss(server.process.pid))
-            rows.append({"stage": "server start", "seconds": seconds, "peak_rss_mib": server_peak / MIB,
-                         "largest_process_peak_rss_mib": None, "server_peak_rss_mib": server_peak / MIB})
-            api_base = server.api_base
-            name = f"hosted_vllm/{loop['SIMULATOR_SERVED_NAME']}"
-            sim_args = ["--simulator_model", name, "--simulator_api_base", api_base]
-            judge_args = ["--judge_model", name, "--judge_api_base", api_base]
-        try:
-            max_tasks = ["--max_tasks", str(args.max_tasks)] if args.max_tasks else []
-            def shardable(name: str, output: Path, argv: list[str]):
-                return name, per_record(name, output, argv, py, logs, num_shards, num_gpus)
-
-            def single(name: str, argv: list[str]):
-                return name, [[(argv, logs / f"{name}.log")]]
-
-            stages = [
-                single("contexts", [py, "simulate/make_contexts.py", "--config", config, "--tasks_path", tasks,
-                                    "--iteration", "1", "--output_path", str(iter_dir / "contexts.jsonl"),
-                                    "--llm_cache_path", cache, *sim_args, *max_tasks]),
-                shardable("generate", iter_dir / "generations.jsonl",
-                          ["generation/generate.py", "--config", config, "--model", policy,
-                           "--contexts_path", str(iter_dir / "contexts.jsonl"),
-                           "--output_path", str(iter_dir / "generations.jsonl")]),
-            ]
-            if loop["USE_SIMULATION"] == "True":
-                stages.append(shardable("simulate", iter_dir / "simulations.jsonl",
-                                        ["simulate/simulate_futures.py", "--config", config, "--model", policy,
-                                         "--tasks_path", tasks, "--generations_path",
-                                         str(iter_dir / "generations.jsonl"),
-                                         "--output_path", str(iter_dir / "simulations.jsonl"),
-                                         "--llm_cache_path", cache, *sim_args]))
-                scored = ["--simulations_path", str(iter_dir / "simulations.jsonl")]
-            else:
-                scored = ["--simulations_path", str(iter_dir / "generations.jsonl"), "--without_futures", "true"]
-            stages += [
-                shardable("annotate", iter_dir / "rewards.jsonl",
-                          ["annotate_data/annotate.py", "--config", config, "--tokenizer", policy,
-                           "--tasks_path", tasks, *scored, "--output_path", str(iter_dir / "rewards.jsonl"),
-                           "--llm_cache_path", cache, *judge_args]),
-                single("pairs", [py, "dpo_iteration/pairs.py", "--config", config,
-                                 "--rewards_path", str(iter_dir / "rewards.jsonl"),
-                                 "--output_path", str(iter_dir / "pairs.jsonl")]),
-                single("train", [str(venv / "bin" / "accelerate"), "launch",
-                                 "--config_file", loop["ACCELERATE_CONFIG"], "--num_processes", str(num_processes),
-                                 "dpo_iteration/train_preference.py", "--algorithm", loop["ALGORITHM"],
-                                 "--config", config, "--pairs_path", str(iter_dir / "pairs.jsonl"),
-                                 "--rewards_path", str(iter_dir / "rewards.jsonl"),
-                                 "--model_name_or_path", policy, "--ref_model", ref,
-                                 "--output_dir", str(iter_dir / "model")]),
-            ]
-            for name, steps in stages:
-                rows.append(run_stage(name, steps, sampler, env))
-        finally:
-            if server is not None:
-                print("--- stopping the simulator server", file=sys.stderr, flush=True)
-                server.stop()
+        loop = parse_config(LoopConfig, "loop", ["--config", str(run_dir / "config.yaml")])
+        devices = plan_devices(loop, count_gpus())
+        # Iteration 1 as run_loop.sh runs it, through the same driver; its evaluation is left out.
+        for name in [n for n in iteration_stages(loop, 1) if n != "evaluate"]:
+            step = [*driver, "run", name, "--run_dir", str(run_dir), "--iteration", "1"]
+            rows.append(run_stage(name, [[(step, logs / f"{name}.log")]], sampler, env))
+            if sampler.server_pid is None and (run_dir / SERVER_STATE).exists():  # started by this stage
+                sampler.server_pid = json.loads((run_dir / SERVER_STATE).read_text())["pid"]
     finally:
+        subprocess.run([*driver, "stop_server", "--run_dir", str(run_dir)], cwd=REPO, env=env)
         sampler.stop()
+    num_processes, num_shards = devices.num_processes, devices.num_shards
+    iter_dir = run_dir / "iter_1"
 
-    stage_rows = [r for r in rows if r["stage"] not in ("config", "server start")]
+    stage_rows = [r for r in rows if r["stage"] != "config"]
     iteration_s = sum(r["seconds"] for r in stage_rows)
     everything_s = sum(r["seconds"] for r in rows)
     for r in rows:
@@ -333,14 +241,12 @@ def main() -> None:
         "shards": num_shards,
         "stages": rows,
         "iteration_seconds": round(iteration_s, 2),
-        "seconds_including_config_and_server_start": round(everything_s, 2),
+        "seconds_including_config": round(everything_s, 2),
         "peak_rss_mib_of_any_stage": max(r["peak_rss_mib"] for r in stage_rows),
         "server_peak_rss_mib": max(r["server_peak_rss_mib"] for r in rows),
         "outputs": stage_counts(iter_dir),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "demo_iteration.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("demo_iteration", result)
     print(f"\n{'stage':<14}{'seconds':>10}{'share':>8}{'peak RSS MiB':>14}{'largest proc':>14}{'server RSS MiB':>16}")
     for r in rows:
         share = f"{r['share_of_iteration']:.0%}" if r["share_of_iteration"] is not None else "-"
@@ -351,7 +257,7 @@ def main() -> None:
           f"{result['server_peak_rss_mib']:>16}")
     biggest = max(stage_rows, key=lambda r: r["seconds"])
     print(f"one iteration of {config} took {iteration_s:.1f}s over {len(stage_rows)} stages "
-          f"({everything_s:.1f}s with config check and server start); {biggest['stage']} took the largest share "
+          f"({everything_s:.1f}s with the config check); {biggest['stage']} took the largest share "
           f"({biggest['share_of_iteration']:.0%}), and the largest stage process tree peaked at "
           f"{result['peak_rss_mib_of_any_stage']} MiB beside the server's {result['server_peak_rss_mib']} MiB")
 

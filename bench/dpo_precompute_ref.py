@@ -31,9 +31,10 @@ import threading
 import time
 from pathlib import Path
 
+from result_files import save_result  # beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = str(REPO / "models" / "SmolLM2-135M-Instruct")
-RESULTS = REPO / "bench" / "results"
 
 
 class TreeRSS:
@@ -200,9 +201,7 @@ def main() -> None:
     # batch layouts, so it differs by the numerics of that (bf16 by TRL's default) and no more.
     result["first_loss"] = {"without": runs["without"][0]["first_loss"], "with": runs["with"][0]["first_loss"],
                             "ln2": 0.693147}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dpo_precompute_ref.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("dpo_precompute_ref", result)
     line = (f"DPO without precomputed reference log-probs takes {result['wall_ratio_without_vs_with']}x the wall time "
             f"of DPO with them ({without['wall_s']}s vs {with_['wall_s']}s, launch to exit)")
     if "train_loop_ratio_without_vs_with" in result:

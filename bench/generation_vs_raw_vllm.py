@@ -36,9 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from result_files import save_result  # beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = str(REPO / "models" / "SmolLM2-135M-Instruct")
-RESULTS = REPO / "bench" / "results"
 
 SUBJECTS = ["apples", "marbles", "books", "pencils", "stickers", "cookies", "coins", "shells"]
 NAMES = ["Sam", "Ana", "Lee", "Maya", "Omar", "Zoe", "Ivan", "Nia"]
@@ -263,9 +264,7 @@ def main() -> None:
         "wall_ratio_excluding_engine_start": round(
             stage["seconds_excluding_engine_start"] / raw["seconds_excluding_engine_start"], 3),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generation_vs_raw_vllm.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("generation_vs_raw_vllm", result)
     print(f"the generation stage reaches {result['throughput_ratio_stage_vs_raw']:.1%} of raw vLLM's generated "
           f"tokens per second including engine start ({stage['tokens_per_s']} vs {raw['tokens_per_s']} tokens/s; "
           f"wall {stage['seconds']}s vs {raw['seconds']}s) and "

@@ -17,7 +17,6 @@ call before the clock starts; with --repeats R the order alternates
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
@@ -25,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from result_files import save_result  # beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = str(REPO / "models" / "SmolLM2-135M-Instruct")
-RESULTS = REPO / "bench" / "results"
 
 WORDS = ("the answer is that we add the two numbers first and then check the result against what you "
          "said before so could you tell me a little more about what you need here since it matters").split()
@@ -130,9 +130,7 @@ def main() -> None:
         "texts_truncated": truncated,
         "speedup_batched_vs_single": round(seconds["single"] / seconds["batched"], 2),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reward_model_batching.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("reward_model_batching", result)
     print(f"batched reward-model scoring (batch {args.batch_size}, sorted by length) is "
           f"{result['speedup_batched_vs_single']}x the speed of one at a time "
           f"(batched {seconds['batched']:.1f}s, one at a time {seconds['single']:.1f}s for {len(conversations)} "

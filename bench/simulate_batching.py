@@ -11,10 +11,10 @@ so every call is real.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import time
-from pathlib import Path
+
+from result_files import save_result  # beside this file
 
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.policy import PolicyEngine, SamplingSettings
@@ -23,7 +23,6 @@ from collabloop.rollout import Rollout, roll_out
 from collabloop.server import SimulatorServer
 
 MODEL = "models/SmolLM2-135M-Instruct"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def free_port() -> int:
@@ -62,6 +61,19 @@ def workload_args(doc: str, contexts: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def raw_sampling(engine: PolicyEngine, num_sequences: int, total_tokens: int) -> tuple[int, float]:
+    """The baseline: `num_sequences` sequences in one batch, each forced to its share of `total_tokens`;
+    returns (tokens sampled, seconds)."""
+    from vllm import SamplingParams
+
+    per_sequence = max(1, total_tokens // num_sequences)
+    prompts = [[{"role": "user", "content": f"Count to ten, number {i}."}] for i in range(num_sequences)]
+    params = SamplingParams(temperature=0.8, max_tokens=per_sequence, min_tokens=per_sequence, ignore_eos=True)
+    start = time.perf_counter()
+    engine.llm.chat(prompts, params, use_tqdm=False)
+    return per_sequence * num_sequences, time.perf_counter() - start
+
+
 def main() -> None:
     args = workload_args(__doc__, contexts=8)
 
@@ -90,15 +102,7 @@ def main() -> None:
 
     # Raw vLLM: the same number of tokens as the batched run generated, in one batch
     # of as many sequences, forced to full length.
-    from vllm import SamplingParams
-
-    per_sequence = max(1, batched_tokens // len(batched))
-    prompts = [[{"role": "user", "content": f"Count to ten, number {i}."}] for i in range(len(batched))]
-    params = SamplingParams(temperature=0.8, max_tokens=per_sequence, min_tokens=per_sequence, ignore_eos=True)
-    start = time.perf_counter()
-    engine.llm.chat(prompts, params, use_tqdm=False)
-    raw_s = time.perf_counter() - start
-    raw_tokens = per_sequence * len(batched)
+    raw_tokens, raw_s = raw_sampling(engine, len(batched), batched_tokens)
 
     result = {
         "workload": {"conversations": len(batched), "window_turns": args.window,
@@ -112,9 +116,7 @@ def main() -> None:
     result["speedup_batched_vs_one_at_a_time"] = round(
         (batched_tokens / batched_s) / (single_tokens / single_s), 2)
     result["batched_throughput_vs_raw_vllm"] = round((batched_tokens / batched_s) / (raw_tokens / raw_s), 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "simulate_batching.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("simulate_batching", result)
     print(f"batched simulation is {result['speedup_batched_vs_one_at_a_time']}x faster per generated token "
           f"than one-at-a-time rollouts (wall time {single_s:.1f}s vs {batched_s:.1f}s), and reaches "
           f"{result['batched_throughput_vs_raw_vllm']:.0%} of raw vLLM token throughput")

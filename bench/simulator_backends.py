@@ -11,10 +11,17 @@ sequences and tokens in one batch. Prints the ratios, all measured in this run.
 
 from __future__ import annotations
 
-import json
 import time
 
-from simulate_batching import MODEL, RESULTS, free_port, generated_tokens, workload, workload_args  # beside this file
+from result_files import save_result  # beside this file
+from simulate_batching import (  # beside this file
+    MODEL,
+    free_port,
+    generated_tokens,
+    raw_sampling,
+    workload,
+    workload_args,
+)  # beside this file
 
 from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.local_llm import LocalModel
@@ -50,15 +57,7 @@ def main() -> None:
 
     # Raw vLLM: as many sequences as conversations, each forced to the in-process run's mean tokens per
     # conversation, in one batch: the ceiling for sampling this many tokens.
-    from vllm import SamplingParams
-
-    per_sequence = max(1, local_tokens // len(local_rollouts))
-    prompts = [[{"role": "user", "content": f"Count to ten, number {i}."}] for i in range(len(local_rollouts))]
-    params = SamplingParams(temperature=0.8, max_tokens=per_sequence, min_tokens=per_sequence, ignore_eos=True)
-    start = time.perf_counter()
-    engine.llm.chat(prompts, params, use_tqdm=False)
-    raw_s = time.perf_counter() - start
-    raw_tokens = per_sequence * len(local_rollouts)
+    raw_tokens, raw_s = raw_sampling(engine, len(local_rollouts), local_tokens)
 
     def rate(tokens, seconds):
         return round(tokens / seconds, 1)
@@ -74,9 +73,7 @@ def main() -> None:
     }
     result["in_process_vs_server"] = round(rate(local_tokens, local_s) / rate(server_tokens, server_s), 2)
     result["in_process_vs_raw_vllm"] = round(rate(local_tokens, local_s) / rate(raw_tokens, raw_s), 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "simulator_backends.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("simulator_backends", result)
     print(f"in-process simulation: {result['in_process_vs_server']}x the server path's generated tokens/s, "
           f"{result['in_process_vs_raw_vllm']:.0%} of raw vLLM sampling the same sequences and tokens")
 
