@@ -23,7 +23,7 @@ from collabloop.llm_client import BudgetExceeded, Endpoint, LLMClient, Request, 
 from collabloop.stage_configs import AnnotateConfig  # noqa: E402
 from tests.conftest import MODEL, math_task, write_jsonl  # noqa: E402
 from tests.fake_openai import FaultServer  # noqa: E402
-from tests.test_faults import assert_same_as_uninterrupted, contexts_rows  # noqa: E402
+from tests.test_faults import assert_same_as_uninterrupted, scored_inputs  # noqa: E402
 
 PRICED = "collabloop-budget-test"
 PROMPT_TOKENS, COMPLETION_TOKENS = 100, 10
@@ -95,13 +95,7 @@ def test_no_budget_is_unlimited_and_a_budget_stops_before_the_call_that_could_pa
 
 
 def budget_config(tmp_path: Path, out: str, **kw) -> AnnotateConfig:
-    n = 6
-    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
-    sims = write_jsonl(tmp_path / "simulations.jsonl", [
-        {**row, "responses": [f"It is {3 + i}.", "Could you say more?"], "gen": {},
-         "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
-        for i, row in enumerate(contexts_rows(n))
-    ])
+    tasks, sims = scored_inputs(tmp_path, "Could you say more?")
     return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks),
                           output_path=str(tmp_path / out / "rewards.jsonl"), tokenizer=str(MODEL),
                           metric_weights={"interactivity": 1.0}, batch_size=1, llm_max_concurrency=2,

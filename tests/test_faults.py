@@ -56,6 +56,25 @@ def contexts_rows(n: int) -> list[dict]:
             for i in range(n)]
 
 
+def scored_inputs(tmp_path: Path, second_reply: str, n: int = 6) -> tuple[Path, Path]:
+    """A task file and a simulations file for annotate: n tasks, two candidates each (the right answer and
+    `second_reply`), two futures each with no simulated turns."""
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
+    sims = write_jsonl(tmp_path / "simulations.jsonl", [
+        {**row, "responses": [f"It is {3 + i}.", second_reply], "gen": {},
+         "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
+        for i, row in enumerate(contexts_rows(n))
+    ])
+    return tasks, sims
+
+
+def rewards_rows(rewards: list[float]) -> list[dict]:
+    """Six rewarded records of three candidates each, with these rewards, for the pairs stage."""
+    return [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
+             "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": rewards}
+            for i, row in enumerate(contexts_rows(6))]
+
+
 # --- every stage killed mid-run, and while it finishes -----------------------------------------------------
 
 
@@ -124,9 +143,7 @@ def test_every_stage_killed_mid_run_ends_with_the_uninterrupted_records(simulato
 def test_a_kill_while_a_stage_finishes_ends_with_the_uninterrupted_records(tmp_path, point):
     """Killed before the output's rename, between the output and its meta, or before the partial file is
     removed: the rerun ends with the same output, marked complete, and no partial file."""
-    rewards = [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
-                "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": [1.0, 0.0, 0.5]}
-               for i, row in enumerate(contexts_rows(6))]
+    rewards = rewards_rows([1.0, 0.0, 0.5])
     args = ["--rewards_path", write_jsonl(tmp_path / "rewards.jsonl", rewards)]
     reference = tmp_path / "reference" / "pairs.jsonl"
     run_stage("dpo_iteration/pairs.py", *args, "--output_path", reference)
@@ -152,13 +169,7 @@ def test_a_kill_while_a_stage_finishes_ends_with_the_uninterrupted_records(tmp_p
 
 
 def annotate_config(tmp_path: Path, model_dir: Path, out: str) -> AnnotateConfig:
-    n = 6
-    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(n)])
-    sims = write_jsonl(tmp_path / "simulations.jsonl", [
-        {**row, "responses": [f"It is {3 + i}.", "No idea."], "gen": {},
-         "futures": [[{"messages": [], "terminated": False, "error": None}] for _ in range(2)]}
-        for i, row in enumerate(contexts_rows(n))
-    ])
+    tasks, sims = scored_inputs(tmp_path, "No idea.")
     return AnnotateConfig(simulations_path=str(sims), tasks_path=str(tasks),
                           output_path=str(tmp_path / out / "rewards.jsonl"), tokenizer=str(model_dir),
                           metric_weights={"accuracy": 1.0, "token_amount": -1e-3}, batch_size=1)
@@ -365,9 +376,7 @@ def test_a_failed_rerun_leaves_the_complete_earlier_output_as_it_was(tmp_path):
     """A rerun with other settings that dies mid-run leaves the earlier output, its meta and its config byte
     for byte; its own work waits in the partial file (with that file's meta) and is resumed, and only then
     replaces them."""
-    rewards = [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
-                "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": [1.0, 0.0, 0.4]}
-               for i, row in enumerate(contexts_rows(6))]
+    rewards = rewards_rows([1.0, 0.0, 0.4])
     args = ["--rewards_path", write_jsonl(tmp_path / "rewards.jsonl", rewards)]
     output = tmp_path / "out" / "pairs.jsonl"
     run_stage("dpo_iteration/pairs.py", *args, "--output_path", output)
