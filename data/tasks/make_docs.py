@@ -7,8 +7,8 @@ goal. Deterministic; rerun to regenerate:
     python data/tasks/make_docs.py
 """
 
-import json
-from pathlib import Path
+
+from task_files import write_split
 
 DOCS = [
     ("email", "moving the team meeting",
@@ -67,14 +67,7 @@ def make_tasks() -> list[dict]:
 
 
 def main() -> None:
-    tasks = make_tasks()
-    out = Path(__file__).parent
-    # Split by task: no conversation about an eval document is ever trained on.
-    for name, part in (("docs_train", tasks[NUM_EVAL:]), ("docs_eval", tasks[:NUM_EVAL])):
-        with open(out / f"{name}.jsonl", "w") as f:
-            for task in part:
-                f.write(json.dumps(task) + "\n")
-        print(f"wrote {len(part)} tasks to {out / name}.jsonl")
+    write_split("docs", make_tasks(), NUM_EVAL)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ samples, so candidates' rewards differ. Deterministic; rerun to regenerate:
     python data/tasks/make_math_demo.py
 """
 
-import json
 import random
-from pathlib import Path
+
+from task_files import write_split
 
 NAMES = ["Sam", "Mia", "Leo", "Ana", "Tom", "Eva", "Ben", "Zoe", "Max", "Ivy", "Kai", "Lua"]
 ITEMS = ["apples", "pens", "books", "cards", "stickers", "coins", "shells", "cookies", "marbles", "stamps"]
@@ -39,14 +39,7 @@ def make_tasks(seed: int = 0) -> list[dict]:
 
 
 def main() -> None:
-    tasks = make_tasks()
-    out = Path(__file__).parent
-    # Split by task: no conversation of an eval task is ever trained on.
-    for name, part in (("math_demo_train", tasks[NUM_EVAL:]), ("math_demo_eval", tasks[:NUM_EVAL])):
-        with open(out / f"{name}.jsonl", "w") as f:
-            for task in part:
-                f.write(json.dumps(task) + "\n")
-        print(f"wrote {len(part)} tasks to {out / name}.jsonl")
+    write_split("math_demo", make_tasks(), NUM_EVAL)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ rerun to regenerate:
     python data/tasks/make_math_phrasings.py
 """
 
-import json
 import random
-from pathlib import Path
+
+from task_files import write_task_files
 
 NAMES = ["Sam", "Mia", "Leo", "Ana", "Tom", "Eva", "Ben", "Zoe", "Max", "Ivy", "Kai", "Lua", "Noa", "Ada"]
 ITEMS = ["apples", "pens", "books", "cards", "stickers", "coins", "shells", "cookies", "marbles", "stamps",
@@ -52,16 +52,10 @@ def make_tasks(prefix: str, templates: list[str], count: int, rng: random.Random
 
 def main() -> None:
     rng = random.Random(0)
-    out = Path(__file__).parent
-    parts = {
+    write_task_files({
         "math_train": make_tasks("math-train", TRAIN_TEMPLATES, NUM_TRAIN, rng),
         "math_heldout": make_tasks("math-heldout", HELD_OUT_TEMPLATES, NUM_HELD_OUT, rng),
-    }
-    for name, tasks in parts.items():
-        with open(out / f"{name}.jsonl", "w") as f:
-            for task in tasks:
-                f.write(json.dumps(task) + "\n")
-        print(f"wrote {len(tasks)} tasks to {out / name}.jsonl")
+    })
 
 
 if __name__ == "__main__":
