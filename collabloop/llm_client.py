@@ -225,8 +225,8 @@ class LLMClient:
             if spent + dearest > self.max_cost_usd or spent >= self.max_cost_usd:
                 where = f" (kept in {self.cache.path})" if self.cache is not None else ""
                 self._budget_stop = (
-                    f"the LLM budget is spent: ${spent:.4f} of max_cost_usd={self.max_cost_usd:g}{where}, and the "
-                    f"next call could cost ${dearest:.4f} ({self.endpoint.model}). Raise loop.max_cost_usd (or "
+                    f"the LLM budget is spent: ${_usd(spent)} of max_cost_usd={self.max_cost_usd:g}{where}, and the "
+                    f"next call could cost ${_usd(dearest)} ({self.endpoint.model}). Raise loop.max_cost_usd (or "
                     "--max_cost_usd) and rerun the same command: finished records are kept."
                 )
         return self._budget_stop is not None
@@ -430,3 +430,8 @@ def simulator_client(cfg, cache: ResponseCache) -> LLMClient:
         cfg, cache, model=cfg.simulator_model, api_base=cfg.simulator_api_base,
         temperature=cfg.simulator_temperature, max_tokens=cfg.simulator_max_tokens,
     )
+
+
+def _usd(amount: float) -> str:
+    """Dollars to read: cents to four places, and a cheap model's calls (a few millionths) not as $0.0000."""
+    return f"{amount:.4f}" if amount >= 0.01 or amount == 0 else f"{amount:.2g}"

@@ -92,3 +92,11 @@ def test_concurrency_is_bounded(concurrency):
         elapsed = time.time() - start
     # 8 calls of 0.3 s: 2.4 s one at a time, 0.6 s four at a time.
     assert elapsed >= 8 / concurrency * 0.3 * 0.9
+
+
+def test_a_budget_message_shows_a_cheap_models_cost_as_it_is():
+    """gpt-4o-mini's calls cost a few millionths of a dollar: a stop message saying $0.0000 tells nothing."""
+    from collabloop.llm_client import _usd
+
+    assert [_usd(x) for x in (0.12, 0.02, 0.0, 2.1e-05, 0.00025)] == ["0.1200", "0.0200", "0.0000", "2.1e-05",
+                                                                       "0.00025"]
