@@ -21,10 +21,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from collabloop import pipeline
@@ -73,10 +71,11 @@ def call(argv: list[str], **kwargs) -> int:
         raise
 
 
-def is_up_to_date(argv: list[str]) -> bool:
-    """Asks the stage (`--check_up_to_date`, which does no work); any answer but 'up to date' is no."""
+def up_to_date_line(argv: list[str]) -> str | None:
+    """Asks the stage (`--check_up_to_date`, which does no work): its 'up to date' line, or None for any
+    other answer (an error included: the stage itself then reports it)."""
     answer = subprocess.run([*argv, "--check_up_to_date"], capture_output=True, text=True)
-    return answer.returncode == 0
+    return answer.stdout.strip() if answer.returncode == 0 else None
 
 
 def must(returncode: int) -> None:
@@ -104,7 +103,7 @@ def ensure_server(run: Run) -> None:
     state = _read_state(state_path)
     if state and state["port"] == loop.simulator_port and _alive(state["pid"]) and is_healthy(state["port"]):
         return
-    stop_server(run)  # one from an earlier run of this folder, on another port or not answering
+    stop_server(run.dir)  # one from an earlier run of this folder, on another port or not answering
     port = loop.simulator_port
     if is_healthy(port):
         raise StageError(f"something already answers on 127.0.0.1:{port}; set loop.simulator_port to a free port")
@@ -129,22 +128,14 @@ def _read_state(path: Path) -> dict | None:
         return None
 
 
-def stop_server(run_dir: Run | str | Path) -> None:
-    state_path = Path(run_dir.dir if isinstance(run_dir, Run) else run_dir) / SERVER_STATE
+def stop_server(run_dir: str | Path) -> None:
+    from collabloop.server import stop_group
+
+    state_path = Path(run_dir) / SERVER_STATE
     state = _read_state(state_path)
     if state and _alive(state["pid"]):
-        pid = state["pid"]
-        say(f"stopping simulator server (pid {pid})")
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(30):
-                if not _alive(pid):
-                    break
-                time.sleep(1)
-            else:
-                os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        say(f"stopping simulator server (pid {state['pid']})")
+        stop_group(state["pid"], lambda: not _alive(state["pid"]))
     state_path.unlink(missing_ok=True)
 
 
@@ -159,7 +150,7 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
         return train(run, stage, argv, devices)
     if stage.per_record and devices.num_shards > 1:
         return run_sharded(run, stage, argv, pipeline.output_path(name, run.dir, iteration), devices)
-    if pipeline.needs_server(stage, run.loop) and not is_up_to_date(argv):
+    if pipeline.needs_server(stage, run.loop) and up_to_date_line(argv) is None:
         ensure_server(run)
     must(call(argv))
 
@@ -169,7 +160,7 @@ def run_sharded(run: Run, stage: pipeline.Stage, argv: list[str], output: Path, 
     command, which finds the merged output up to date (and, for evaluate, writes the summary)."""
     from collabloop.shards import merge_line
 
-    if is_up_to_date(argv):  # nothing for the shards to do, whatever became of their own files
+    if up_to_date_line(argv) is not None:  # nothing for the shards to do, whatever became of their own files
         return must(call(argv))
     if pipeline.needs_server(stage, run.loop):
         ensure_server(run)
@@ -205,9 +196,9 @@ def _tail(path: Path, lines: int) -> str:
 def train(run: Run, stage: pipeline.Stage, argv: list[str], devices: pipeline.Devices) -> None:
     """A trainer under accelerate launch, unless its model is up to date (asked in one plain process, which
     is quicker than starting every rank to learn it)."""
-    answer = subprocess.run([*argv, "--check_up_to_date"], capture_output=True, text=True)
-    if answer.returncode == 0:
-        return say(answer.stdout.strip())
+    answer = up_to_date_line(argv)
+    if answer is not None:
+        return say(answer)
     if pipeline.needs_server(stage, run.loop):
         ensure_server(run)
     env = dict(os.environ)

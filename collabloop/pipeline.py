@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from collabloop.config import ConfigError
 from collabloop.loop_config import LoopConfig
 
 
@@ -111,7 +112,6 @@ def stage_args(name: str, loop: LoopConfig, config: str, run_dir: str | Path, it
     """The entry script and its arguments for stage `name` of iteration `iteration`."""
     stage = STAGES[name]
     run_dir = Path(run_dir)
-    here = iter_dir(run_dir, iteration)
     cache = ["--llm_cache_path", str(run_dir / CACHE)]
     model = policy(loop, run_dir, iteration)
     out = str(output_path(name, run_dir, iteration))
@@ -123,7 +123,8 @@ def stage_args(name: str, loop: LoopConfig, config: str, run_dir: str | Path, it
         if iteration > 1 and loop.continue_conversations and loop.algorithm != "grpo":
             args += ["--continue_from", str(output_path("annotate", run_dir, iteration - 1))]
     elif name == "generate":
-        args = ["--model", model, "--contexts_path", str(here / "contexts.jsonl"), "--output_path", out]
+        args = ["--model", model, "--contexts_path", str(output_path("contexts", run_dir, iteration)),
+                "--output_path", out]
     elif name == "simulate":
         args = ["--model", model, "--tasks_path", loop.train_tasks,
                 "--generations_path", str(output_path("generate", run_dir, iteration)), "--output_path", out, *cache]
@@ -143,7 +144,7 @@ def stage_args(name: str, loop: LoopConfig, config: str, run_dir: str | Path, it
         args = ["--contexts_path", str(output_path("contexts", run_dir, iteration)), "--tasks_path", loop.train_tasks,
                 "--model_name_or_path", model, "--output_dir", out, "--tokenizer", model, *cache]
     elif name == "evaluate":
-        evaluated = loop.initial_model if iteration == 0 else str(here / "model")
+        evaluated = loop.initial_model if iteration == 0 else str(output_path("train", run_dir, iteration))
         args = ["--model", evaluated, "--iteration", str(iteration), "--tasks_path", loop.eval_tasks,
                 "--contexts_path", str(run_dir / EVAL_CONTEXTS), "--output_dir", str(Path(out).parent),
                 "--tokenizer", loop.initial_model, *cache]
@@ -163,8 +164,6 @@ class Devices:
 
 
 def plan_devices(loop: LoopConfig, num_gpus: int) -> Devices:
-    from collabloop.config import ConfigError
-
     num_processes = loop.num_processes or num_gpus or 2  # CPU-only: ZeRO-2 over 2 gloo processes
     num_shards = loop.num_shards or num_gpus or 1
     if num_gpus and num_shards > num_gpus:

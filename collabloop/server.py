@@ -75,6 +75,20 @@ def wait_healthy(port: int, timeout_s: float, process: subprocess.Popen | None =
     raise TimeoutError(f"simulator server on port {port} not healthy after {timeout_s:.0f}s")
 
 
+def stop_group(pid: int, gone, patience_s: float = 30) -> None:
+    """Stop a server's process group (it leads its own session): SIGTERM, then SIGKILL after `patience_s`.
+    `gone()` says whether the server has exited (a child of ours: `poll`; another's: `kill -0`)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.time() + patience_s
+        while not gone() and time.time() < deadline:
+            time.sleep(0.2)
+        if not gone():
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # exited on its own meanwhile
+        pass
+
+
 class SimulatorServer:
     """Context manager: start the server, wait for health, stop it by pid on exit."""
 
@@ -112,12 +126,8 @@ class SimulatorServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process.pid, lambda: self.process.poll() is not None)
+        self.process.wait()
 
     def __exit__(self, *exc) -> None:
         self.stop()
