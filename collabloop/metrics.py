@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from collabloop.collaboration import asks_user
 from collabloop.llm_client import LLMClient, Request, ResponseCache, client_for
 from collabloop.records import Task
 
@@ -116,7 +117,8 @@ def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
     """1 if the assistant's final answer in the window equals the reference (math-verify), else 0.
 
     The final answer is the last assistant message that states one: a later
-    message with no answer in it (a question, small talk) does not erase it.
+    message with no answer in it (a question, small talk) does not erase it, and a
+    question that repeats a number of the request is not an answer.
     """
     from math_verify import parse, verify
 
@@ -129,20 +131,38 @@ def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue
         if not gold:
             out.append(MetricValue(None, f"reference {item.task.reference!r} of task {item.task.id} does not parse"))
             continue
-        predicted = next(
-            (p for m in reversed(item.window) if m["role"] == "assistant" and (p := parse(m["content"]))), None
-        )
+        conversation = [*item.history, *item.window]
+        answers = (i for i in reversed(range(len(item.history), len(conversation)))
+                   if states_answer(item.task, conversation[i], conversation[:i]))
+        predicted = next((p for i in answers if (p := parse(conversation[i]["content"]))), None)
         out.append(MetricValue(1.0 if predicted and verify(gold, predicted) else 0.0))
     return out
 
 
-def states_answer(task: Task, message: dict) -> bool:
-    """Whether an assistant message states a final answer the task's metric can read (math: a number)."""
-    if task.task != "math" or message["role"] != "assistant":
+def states_answer(task: Task, message: dict, before: list[dict]) -> bool:
+    """Whether an assistant message, written after the messages `before`, states a final answer the task's
+    metric can read (math: a number). A turn that asks the user for something states none, even when it
+    repeats a number of the question ("How many did Tom have before he got 4?")."""
+    if task.task != "math" or message["role"] != "assistant" or asks_user(message["content"], before):
         return False
     from math_verify import parse
 
     return bool(parse(message["content"]))
+
+
+@register_metric("ask_rate")
+def ask_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """1 if the first assistant turn of the window asks the user for something (`collaboration.asks_user`:
+    a question that states no new number and no code), else 0; its mean is the ask rate."""
+    out = []
+    for item in items:
+        first = next((i for i, m in enumerate(item.window) if m["role"] == "assistant"), None)
+        if first is None:
+            out.append(MetricValue(None, "the window holds no assistant turn"))
+            continue
+        before = [*item.history, *item.window[:first]]
+        out.append(MetricValue(float(asks_user(item.window[first]["content"], before))))
+    return out
 
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)

@@ -196,6 +196,10 @@ class Task(Record):
         if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
             # It is written into the program the sandbox runs, as `check(<entry_point>)`.
             raise RecordError(where, "metadata.entry_point", f"expected a Python function name, got {entry!r}")
+        if not isinstance(metadata.get("underspecified", False), bool):
+            # The reports split held-out tasks by it.
+            raise RecordError(where, "metadata.underspecified",
+                              f"expected true or false, got {metadata['underspecified']!r}")
         out = {
             "id": task_id,
             "task": kind,

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from collabloop.collaboration import user_turn_counts
 from collabloop.llm_client import LLMClient
 from collabloop.metrics import states_answer
 from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed
 from collabloop.records import Task
-from collabloop.simulator import next_turn_request, parse_user_turn
+from collabloop.simulator import TERMINATION_SIGNAL, next_turn_request, parse_user_turn
 
 
 @dataclass
@@ -53,15 +54,16 @@ def roll_out(
 
     def end_answered() -> None:
         for r in rollouts:
-            if end_on_answer and r.live and states_answer(r.task, r.history[-1]):
+            if end_on_answer and r.live and states_answer(r.task, r.history[-1], r.history[:-1]):
                 r.terminated = True
                 counts["conversations_ended_on_answer"] += 1
 
+    starts = [len(r.history) for r in rollouts]
     for turn in range(window_turns):
         end_answered()
         live = [r for r in rollouts if r.live]
         if not live:
-            return counts
+            break
         requests = [next_turn_request(r.task, r.history, f"{r.salt}/turn{turn}", simulator_format) for r in live]
         results = simulator.complete_many(requests, progress=f"user turn {turn + 1}/{window_turns}")
         for rollout, result in zip(live, results):
@@ -76,7 +78,7 @@ def roll_out(
             rollout.terminated = parsed.terminated
         live = [r for r in rollouts if r.live]
         if not live:
-            return counts
+            break
         replies = engine.chat(
             [r.history for r in live], sampling, n=1, batch_seed=derive_seed(*seed_parts, turn), progress=False
         )
@@ -84,5 +86,9 @@ def roll_out(
             assistant = {"role": "assistant", "content": reply[0]}
             rollout.history.append(assistant)
             rollout.future.append(assistant)
-    end_answered()
+    else:
+        end_answered()
+    # What the simulated users did: revealed a withheld fact, ended the chat, or stated an invented number.
+    for rollout, start in zip(rollouts, starts):
+        counts.update(user_turn_counts(rollout.task.goal, rollout.history, start, TERMINATION_SIGNAL))
     return counts
