@@ -68,6 +68,7 @@ class Request:
     temperature: float | None = None
     stop: list[str] | None = None
     top_logprobs: int | None = None  # ask for the first token's N most likely alternatives
+    choices: list[str] | None = None  # the answer is one of these (structured outputs: a local engine, a vLLM server)
 
 
 @dataclass
@@ -251,6 +252,8 @@ class LLMClient:
             "top_logprobs": request.top_logprobs,
             "salt": request.salt,
         }
+        if request.choices is not None:  # only then: the keys of every earlier cache stay valid
+            body["choices"] = request.choices
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def _deduplicated(self, requests: list[Request]) -> tuple[list[str], dict[str, Request]]:
@@ -288,6 +291,8 @@ class LLMClient:
                     return CallResult(None, error="over budget")  # not a failure: complete_many raises
                 self.stats["calls"] += 1
                 extra = {"logprobs": True, "top_logprobs": request.top_logprobs} if request.top_logprobs else {}
+                if request.choices is not None:  # vLLM's OpenAI server: structured outputs
+                    extra["extra_body"] = {"structured_outputs": {"choice": request.choices}}
                 try:
                     response = await asyncio.wait_for(
                         litellm.acompletion(
@@ -366,6 +371,7 @@ class LLMClient:
                     "max_tokens": unique[key].max_tokens or self.endpoint.max_tokens,
                     "stop": unique[key].stop,
                     "top_logprobs": unique[key].top_logprobs,
+                    "choices": unique[key].choices,
                 })
                 for key in misses
             ]

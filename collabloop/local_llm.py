@@ -65,7 +65,8 @@ class LocalModel:
     def complete(self, batch: list[tuple[str, list[dict], dict]]) -> list[Completion]:
         """Answer (cache key, messages, sampling) triples in one engine batch, in order.
 
-        `sampling` holds temperature, max_tokens, stop and top_logprobs. A prompt too long for the
+        `sampling` holds temperature, max_tokens, stop, top_logprobs and choices (the answer is one of
+        them). A prompt too long for the
         engine, or an empty answer, fails alone; the rest of the batch is answered.
         """
         import torch
@@ -88,9 +89,14 @@ class LocalModel:
                                               f"{limit} of the local model {self.path}")
                 continue
             prompts.append({"prompt_token_ids": list(ids)})
+            structured = None
+            if sampling.get("choices") is not None:
+                from vllm.sampling_params import StructuredOutputsParams
+
+                structured = StructuredOutputsParams(choice=sampling["choices"])
             params.append(SamplingParams(
                 temperature=sampling["temperature"], max_tokens=min(sampling["max_tokens"], room),
-                stop=sampling["stop"], logprobs=sampling["top_logprobs"],
+                stop=sampling["stop"], logprobs=sampling["top_logprobs"], structured_outputs=structured,
             ))
             where.append(i)
         if prompts:

@@ -5,10 +5,12 @@ turns as "assistant" messages and the AI's turns as "user" messages, under a
 system prompt that holds the hidden goal. Small chat models follow this
 role-swapped form far better than a transcript pasted into one prompt.
 
-Two output formats: "json" asks for {"thought", "message"} (the thought stays
-hidden, as in CollabLLM); "text" asks for the message alone. Parsing never
-fails: a reply that breaks the asked format falls back to its cleaned text,
-and the fallback is counted.
+Three output formats: "json" asks for {"thought", "message"} (the thought stays
+hidden, as in CollabLLM); "text" asks for the message alone; "choice" has the
+model pick its message among the sentences of its goal and the termination
+signal (structured outputs), for a model too small to write a user's turn
+without inventing facts. Parsing never fails: a reply that breaks the asked
+format falls back to its cleaned text, and the fallback is counted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collabloop.llm_client import Request
 from collabloop.records import Task
 
 TERMINATION_SIGNAL = "[[TERMINATE CHAT]]"
-FORMATS = ("json", "text")
+FORMATS = ("json", "text", "choice")
 
 # The hidden goal comes last: every simulator prompt then starts with the same instructions, which an
 # engine's prefix cache computes once for all conversations (on a CPU the simulator's cost is its prompt).
@@ -50,7 +52,13 @@ FORMAT_INSTRUCTIONS = {
         '"message": "<your next message to the assistant, or {signal}>"}}'
     ),
     "text": "Reply with your next message to the assistant and nothing else.",
+    "choice": "Reply with your next message to the assistant: the part of what you want that answers the "
+              "assistant, or {signal}",
 }
+
+# Where a goal splits into the messages a "choice" simulator picks from: after a sentence, and after a colon
+# that introduces one ("You want to know the answer to this question: Tom has ...").
+_GOAL_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=:)\s+(?=[A-Z0-9])")
 
 OPENING_INSTRUCTION = "Start the conversation: write your first message to the assistant."
 
@@ -74,9 +82,24 @@ def _system(task: Task, fmt: str) -> dict:
     }
 
 
+def goal_choices(goal: str) -> list[str]:
+    """The messages a "choice" simulator picks from: each sentence of the goal, then the termination signal.
+
+    The embedded 135M model, asked for a number its goal holds, stated it in 38 of 96 free-text replies and
+    invented another number in 32; picking among its goal's sentences, it stated it in 92 of 96 and invented
+    none. The choice is still the model's: which part of its request answers the assistant, or to stop."""
+    sentences = [part.strip() for part in _GOAL_SPLIT.split(goal.strip()) if part.strip()]
+    return [*dict.fromkeys(sentences), TERMINATION_SIGNAL]
+
+
+def _choices(task: Task, fmt: str) -> list[str] | None:
+    return goal_choices(task.goal) if fmt == "choice" else None
+
+
 def opening_request(task: Task, salt: str, fmt: str) -> Request:
     """Ask the simulator for the opening user message of a task."""
-    return Request(messages=[_system(task, fmt), {"role": "user", "content": OPENING_INSTRUCTION}], salt=salt)
+    return Request(messages=[_system(task, fmt), {"role": "user", "content": OPENING_INSTRUCTION}], salt=salt,
+                   choices=_choices(task, fmt))
 
 
 def next_turn_request(task: Task, conversation: list[dict], salt: str, fmt: str) -> Request:
@@ -86,7 +109,7 @@ def next_turn_request(task: Task, conversation: list[dict], salt: str, fmt: str)
         if message["role"] == "system":
             continue  # the policy's system prompt is not the user's business
         swapped.append({"role": "assistant" if message["role"] == "user" else "user", "content": message["content"]})
-    return Request(messages=swapped, salt=salt)
+    return Request(messages=swapped, salt=salt, choices=_choices(task, fmt))
 
 
 def _clean(text: str) -> str:
@@ -121,6 +144,9 @@ def _json_message(text: str) -> str | None:
 def parse_user_turn(text: str, fmt: str) -> UserTurn:
     """Read a simulator reply; never fails (falls back to the cleaned text)."""
     terminated = TERMINATION_SIGNAL in text
+    if fmt == "choice":  # one of the goal's sentences or the signal, exactly (structured outputs)
+        message = text.strip()
+        return UserTurn(message, message == TERMINATION_SIGNAL, followed_format=True)
     if fmt == "json":
         message = _json_message(text)
         if message is not None:
