@@ -127,8 +127,10 @@ class PolicyEngine:
         n: int,
         batch_seed: int,
         progress: bool = True,
+        reply_opening: str = "",
     ) -> list[list[str]]:
-        """Sample `n` replies for each conversation, in one engine batch."""
+        """Sample `n` replies for each conversation, in one engine batch; with `reply_opening`, every reply
+        starts with that text (the model continues it) and is returned with it."""
         import torch
         from vllm import SamplingParams
 
@@ -141,8 +143,13 @@ class PolicyEngine:
             max_tokens=sampling.max_new_tokens,
         )
         torch.manual_seed(batch_seed)
-        outputs = self.llm.chat(conversations, params, use_tqdm=progress, add_generation_prompt=True)
-        return [[o.text for o in out.outputs] for out in outputs]
+        if reply_opening:
+            opened = [[*c, {"role": "assistant", "content": reply_opening}] for c in conversations]
+            outputs = self.llm.chat(opened, params, use_tqdm=progress, add_generation_prompt=False,
+                                    continue_final_message=True)
+        else:
+            outputs = self.llm.chat(conversations, params, use_tqdm=progress, add_generation_prompt=True)
+        return [[reply_opening + o.text for o in out.outputs] for out in outputs]
 
 
 class LazyPolicyEngine:

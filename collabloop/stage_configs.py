@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
 from collabloop.config import ConfigError
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
 
@@ -207,12 +208,33 @@ class GenerateConfig(PolicyArgs, ShardArgs):
     output_path: str = _help("Where to write the generations (JSONL).", default="generations.jsonl")
     num_candidates: int = _help("K: candidate replies per context.", default=4)
     batch_size: int = _help("Contexts per engine batch; also the unit of resumption.", default=64)
+    collaborative_candidates: int = _help(
+        "How many of the K candidates are sampled under collaborative_system_prompt and/or starting with "
+        "collaborative_reply_opening (the last ones of each record). CollabLLM samples part of its candidates "
+        "under a collaborative prompt; the pairs and the trained policy never see it. 0: none.",
+        default=0,
+    )
+    collaborative_system_prompt: str = _help(
+        "System prompt of the collaborative candidates; empty: none.", default=COLLABORATIVE_SYSTEM_PROMPT
+    )
+    collaborative_reply_opening: str = _help(
+        "Text the collaborative candidates start with (the model continues it; the candidate keeps it); empty: "
+        "none. For a model too small to follow the system prompt: the embedded 135M model asked in 1 of 192 "
+        "replies to underspecified problems under it.",
+        default="",
+    )
 
     def __post_init__(self):
         self._check_shard()
         self._check_policy()
         if self.num_candidates < 2:
             raise ConfigError(f"num_candidates must be >= 2 to build pairs, got {self.num_candidates}")
+        if not 0 <= self.collaborative_candidates <= self.num_candidates:
+            raise ConfigError(f"collaborative_candidates must be in 0..num_candidates ({self.num_candidates}), "
+                              f"got {self.collaborative_candidates}")
+        if self.collaborative_candidates and not (self.collaborative_system_prompt or self.collaborative_reply_opening):
+            raise ConfigError("collaborative_candidates > 0 but collaborative_system_prompt and "
+                              "collaborative_reply_opening are both empty; set one of them, or set 0")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 

@@ -13,6 +13,16 @@ from collabloop.stage_configs import GenerateConfig
 logger = logging.getLogger(__name__)
 
 
+def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
+    """`messages` under `system_prompt`, put before a system message of their own (one system turn: chat
+    templates take one)."""
+    if not system_prompt:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{system_prompt}\n\n{messages[0]['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def run(cfg: GenerateConfig) -> dict | None:
     """Generate candidates for every context; returns the stage's meta, or None when up to date."""
     stage = StageRun(
@@ -31,10 +41,20 @@ def run(cfg: GenerateConfig) -> dict | None:
             "seed": cfg.seed,
             "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens},
         }
+        plain = cfg.num_candidates - cfg.collaborative_candidates
+        gen_info["collaborative_candidates"] = cfg.collaborative_candidates
         for chunk_index, chunk in todo_chunks:
-            replies = engine.chat(
-                [c.prompt for c in chunk], sampling, n=cfg.num_candidates, batch_seed=derive_seed(cfg.seed, chunk_index)
-            )
+            prompts = [c.prompt for c in chunk]
+            replies = engine.chat(prompts, sampling, n=plain, batch_seed=derive_seed(cfg.seed, chunk_index)) \
+                if plain else [[] for _ in chunk]
+            if cfg.collaborative_candidates:
+                collaborative = engine.chat(
+                    [with_system_prompt(p, cfg.collaborative_system_prompt) for p in prompts], sampling,
+                    n=cfg.collaborative_candidates,
+                    batch_seed=derive_seed(cfg.seed, chunk_index, "collaborative"),
+                    reply_opening=cfg.collaborative_reply_opening,
+                )
+                replies = [r + c for r, c in zip(replies, collaborative)]
             new = [
                 Generation(**c.to_dict(), responses=r, gen=gen_info) for c, r in zip(chunk, replies) if c.id not in done
             ]
