@@ -15,9 +15,9 @@ def uses(result: dict, iteration: int, stage: str) -> dict:
     return found[0].uses
 
 
-def test_the_demo_config_makes_these_calls_and_costs_nothing(tmp_path):
+def test_the_arithmetic_demo_config_makes_these_calls_and_costs_nothing(tmp_path):
     """48 training tasks, K=6, S=2, w=2; 48 held-out tasks x 3 conversations of 3 turns; local models."""
-    result = estimate(str(REPO / "configs" / "demo.yaml"), run_dir=str(tmp_path / "no_run"))
+    result = estimate(str(REPO / "configs" / "arithmetic.yaml"), run_dir=str(tmp_path / "no_run"))
     generate, simulate, annotate = (uses(result, 1, s) for s in ("generate", "simulate", "annotate"))
     assert generate["policy"].calls == 48 * 6
     assert simulate["simulator"].calls == 48 * 6 * 2 * 2 and simulate["policy"].calls == 48 * 6 * 2 * 2

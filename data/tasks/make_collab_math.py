@@ -1,0 +1,76 @@
+"""Write the collaboration demo's task sets: addition problems whose opening leaves out a number only the
+user knows, beside problems of the same kind stated in full.
+
+An underspecified task is a plain task record: the opening (`prompt`) says "some" where a number was, the
+goal holds the whole question with that number, the reference is the sum, and `metadata.underspecified` is
+true. A guess is right by chance only; asking, then adding, is how to get it right. The simulated user works
+from the goal's text alone, as with any task file.
+
+Training tasks use one set of wordings and the held-out tasks others, so the evaluation measures asking and
+adding, not a sentence pattern. Either number may be the missing one, and it never equals the number the
+opening states (so "the user revealed it" is readable from the numbers a message holds). Deterministic;
+rerun to regenerate:
+
+    python data/tasks/make_collab_math.py
+"""
+
+import random
+
+from task_files import write_task_files
+
+NAMES = ["Sam", "Mia", "Leo", "Ana", "Tom", "Eva", "Ben", "Zoe", "Max", "Ivy", "Kai", "Lua", "Noa", "Ada"]
+ITEMS = ["apples", "pens", "books", "cards", "stickers", "coins", "shells", "cookies", "marbles", "stamps",
+         "shirts", "cups"]
+# {a} the first amount, {b} the amount added; "some"/"a few" stand in for the one left out.
+TRAIN_TEMPLATES = [
+    "{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
+    "{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?",
+    "{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?",
+]
+HELD_OUT_TEMPLATES = [
+    "There are {a} {item} on the table. {name} puts {b} more on it. How many {item} are on the table now?",
+    "{name} had {a} {item}. A friend gave {name} {b} more. What is the total number of {item}?",
+    "In a box there are {a} {item}, and {name} adds {b}. How many {item} are in the box?",
+]
+MISSING_WORDS = {"a": "some", "b": "a few"}
+NUM_TRAIN, NUM_HELD_OUT = 48, 48  # half of each underspecified
+
+
+def make_tasks(prefix: str, templates: list[str], count: int, rng: random.Random) -> list[dict]:
+    tasks = []
+    for i in range(count):
+        underspecified = i % 2 == 0
+        a, b = rng.randint(2, 6), rng.randint(1, 5)  # a >= 2: "1 apples" reads badly
+        while underspecified and a == b:  # the withheld number must not be the one the opening states
+            b = rng.randint(1, 5)
+        template, name, item = rng.choice(templates), rng.choice(NAMES), rng.choice(ITEMS)
+        question = template.format(name=name, item=item, a=a, b=b)
+        missing = rng.choice(["a", "b"]) if underspecified else None
+        opening = question
+        if missing:
+            opening = template.format(name=name, item=item, **{"a": a, "b": b, missing: MISSING_WORDS[missing]})
+        tasks.append(
+            {
+                "id": f"{prefix}-{i:03d}",
+                "task": "math",
+                "goal": f"You want to know the answer to this question: {question} "
+                "You want the final number, and you are happy once the assistant gives the right one.",
+                "reference": str(a + b),
+                "prompt": [{"role": "user", "content": opening}],
+                "metadata": {"a": a, "b": b, "operation": "add", "underspecified": underspecified,
+                             "withheld": missing},
+            }
+        )
+    return tasks
+
+
+def main() -> None:
+    rng = random.Random(0)
+    write_task_files({
+        "collab_train": make_tasks("collab-train", TRAIN_TEMPLATES, NUM_TRAIN, rng),
+        "collab_heldout": make_tasks("collab-heldout", HELD_OUT_TEMPLATES, NUM_HELD_OUT, rng),
+    })
+
+
+if __name__ == "__main__":
+    main()
