@@ -43,4 +43,8 @@ for ((i = 0; i <= LOOP_NUM_ITERATIONS; i++)); do
 done
 driver stop_server
 COLLABLOOP_LOG_LEVEL=WARNING "$PY" -m collabloop.report --run_dir "$RUN_DIR"  # prints its headline and path
-echo "done: $LOOP_NUM_ITERATIONS iterations in $RUN_DIR; final model: $RUN_DIR/iter_$LOOP_NUM_ITERATIONS/model"
+if [ "$LOOP_NUM_ITERATIONS" = 0 ]; then
+  echo "done: evaluated $LOOP_INITIAL_MODEL in $RUN_DIR (no training: num_iterations 0)"
+else
+  echo "done: $LOOP_NUM_ITERATIONS iterations in $RUN_DIR; final model: $RUN_DIR/iter_$LOOP_NUM_ITERATIONS/model"
+fi

@@ -26,7 +26,11 @@ class LoopConfig:
     """The driver: how many iterations, which model and tasks, where the run goes."""
 
     run_dir: str = _help("Folder of the run (config, one iter_<i>/ per iteration).", default="data/runs/demo")
-    num_iterations: int = _help("Iterations of generate -> simulate -> annotate -> pairs -> train.", default=2)
+    num_iterations: int = _help(
+        "Iterations of generate -> simulate -> annotate -> pairs -> train; 0: only evaluate initial_model on "
+        "eval_tasks (any model on any task file, no training).",
+        default=2,
+    )
     initial_model: str = _help(
         "The starting policy, and the DPO reference model.",
         default="models/SmolLM2-135M-Instruct",
@@ -91,8 +95,11 @@ class LoopConfig:
 
     def __post_init__(self):
         _check_budget(self.max_cost_usd)
-        if self.num_iterations < 1:
-            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.num_iterations < 0:
+            raise ConfigError(f"num_iterations must be >= 0, got {self.num_iterations}")
+        if self.num_iterations == 0 and not self.eval_tasks:
+            raise ConfigError("num_iterations is 0 (evaluate the initial model, no training) but eval_tasks is empty; "
+                              "set loop.eval_tasks to a task file")
         from collabloop.training import ALGORITHMS
 
         if self.algorithm not in [*ALGORITHMS, "grpo"]:
