@@ -74,6 +74,25 @@ def compare_tasks(
     }
 
 
+def task_mean(values: Mapping[str, Sequence[float]]) -> dict:
+    """One model's figure on its own, when there is nothing to pair it with (only iteration 0 evaluated).
+
+    The mean of the per-task means with the same bootstrap over tasks as
+    `compare_tasks`, so the two read alike: {"mean", "ci_low", "ci_high", "n"}
+    (n = tasks with a value) and "conversations" (values averaged).
+    """
+    present = {t: v for t, v in values.items() if v}
+    means = [math.fsum(present[t]) / len(present[t]) for t in sorted(present)]
+    ci = paired_bootstrap(means, CONFIDENCE, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+    return {**ci, "conversations": sum(len(v) for v in present.values())}
+
+
+def task_metric(metrics: Iterable[str]) -> str | None:
+    """The metric a headline states: the task's own success measure when scored, else the first one."""
+    metrics = list(metrics)
+    return TASK_METRIC if TASK_METRIC in metrics else next(iter(metrics), None)
+
+
 def compare_iterations(iterations: dict) -> dict[int, dict]:
     """{i: {"metrics": {metric: compare_tasks(...)}} or {"reason": why not compared}} for each evaluated i > 0.
 
@@ -106,11 +125,12 @@ def verdict(comparison: dict, weight: float | None) -> str:
     return f"{said} (no reward weight)" if said in ("higher", "lower") else said
 
 
-def _tasks(n: int) -> str:
+def n_tasks(n: int) -> str:
     return f"{n} task" + ("" if n == 1 else "s")
 
 
-def _difference(c: dict, with_confidence: bool = True) -> str:
+def difference(c: dict, with_confidence: bool = True) -> str:
+    """A paired difference as every report prints it: "+0.130 [95% +0.060, +0.200]" ("—" with no task)."""
     if c["mean"] is None:
         return "—"
     level = f"{CONFIDENCE:.0%} " if with_confidence else ""
@@ -135,7 +155,7 @@ def headline(data: dict) -> str:
     metrics = compared["metrics"]
     if not metrics:
         return f"**Headline:** no paired comparison of iteration {last}: the conversations hold no metric."
-    metric = TASK_METRIC if TASK_METRIC in metrics else next(iter(metrics))
+    metric = task_metric(metrics)
     c = metrics[metric]
     left_out = c["only_base"] + c["only_other"]
     if c["n"] == 0:
@@ -143,12 +163,12 @@ def headline(data: dict) -> str:
                 f"{last} ({c['only_base']} vs {c['only_other']} tasks with a value).")
     line = (
         f"**Headline:** {metric}: iteration {last} {_fmt(c['other_mean'])} vs iteration {BASE_ITERATION} "
-        f"{_fmt(c['base_mean'])}, paired difference {_difference(c)} over {_tasks(c['n'])} "
+        f"{_fmt(c['base_mean'])}, paired difference {difference(c)} over {n_tasks(c['n'])} "
         f"({c['base_conversations']} vs {c['other_conversations']} conversations): "
         f"{verdict(c, data['metric_weights'].get(metric))}"
     )
     if left_out:
-        line += f" ({_tasks(left_out)} with a value in only one of the two left out)"
+        line += f" ({n_tasks(left_out)} with a value in only one of the two left out)"
     return line + "."
 
 
@@ -176,7 +196,7 @@ def section(data: dict) -> list[str]:
             notes.append(f"- iteration {i}: not compared, {entry['reason']}.")
             continue
         for metric, c in entry["metrics"].items():
-            rows.append([str(i), metric, _fmt(c["base_mean"]), _fmt(c["other_mean"]), _difference(c, False),
+            rows.append([str(i), metric, _fmt(c["base_mean"]), _fmt(c["other_mean"]), difference(c, False),
                          verdict(c, data["metric_weights"].get(metric)), str(c["n"]),
                          f"{c['base_conversations']} vs {c['other_conversations']}",
                          f"{c['only_base']} / {c['only_other']}"])

@@ -5,16 +5,22 @@
 writes `<output_dir>/report.md` and the PNG plots it links:
 
 1. a headline line: the last evaluated iteration against iteration 0 (the
-   initial model) on the task metric, paired by task (collabloop/paired.py);
-   a table of the evaluation metrics (`iter_<i>/eval/summary.json`) of every
-   evaluated iteration and their change from the first to the last; and every
-   evaluated iteration against iteration 0, paired by task with a paired
-   bootstrap interval (`iter_<i>/eval/conversations.jsonl`);
+   initial model) on the task metric, paired by task (collabloop/paired.py),
+   per split when the held-out tasks say which openings withhold a fact
+   (`metadata.underspecified`, report/collaboration.py); a table of the
+   evaluation metrics (`iter_<i>/eval/summary.json`) of every evaluated
+   iteration and their change from the first to the last; every evaluated
+   iteration against iteration 0, paired by task with a paired bootstrap
+   interval (`iter_<i>/eval/conversations.jsonl`), and the same per split;
 2. plots: candidate reward (MR) and pair margin distributions, per-metric
    means with bootstrap intervals (training candidates, and evaluation when
    present), training curves from each iteration's `log_history`;
 3. a table of counts, failures and seconds per stage and iteration, from the
-   stages' meta files and `metrics.json`.
+   stages' meta files and `metrics.json`, and what the simulated users did.
+
+    python -m collabloop.report --compare RUN_A RUN_B [--output_dir DIR]
+
+compares two runs' last evaluations task by task instead (report/compare.py).
 
 The same run gives the same report.md: bootstrap intervals are seeded and
 nothing time-dependent is written. The plots are written first and report.md
@@ -34,11 +40,12 @@ import logging
 from pathlib import Path
 
 from collabloop.jsonl import atomic_file
+from collabloop.report.compare import write_compare
 from collabloop.report.markdown import render_markdown
 from collabloop.report.plots import PLOTS
 from collabloop.report.reading import collect
 
-__all__ = ["collect", "main", "render_markdown", "write_report"]
+__all__ = ["collect", "main", "render_markdown", "write_compare", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +67,29 @@ def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> P
     return report_path
 
 
+def _first_line(path: Path, prefix: str) -> str | None:
+    return next((line for line in path.read_text().splitlines() if line.startswith(prefix)), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     # prog: under `python -m` argparse would name the package's __main__.py.
     parser = argparse.ArgumentParser(prog="python -m collabloop.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run_dir", required=True, help="a run folder, e.g. data/runs/demo")
-    parser.add_argument("--output_dir", default=None, help="where report.md and the plots go (default: RUN_DIR/report)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run_dir", help="a run folder, e.g. data/runs/demo")
+    what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                      help="compare two runs' last evaluations task by task (B − A), e.g. a single-turn reward "
+                           "run and a multiturn-aware one")
+    parser.add_argument("--output_dir", default=None,
+                        help="where report.md and the plots go (default: RUN_DIR/report); with --compare, where "
+                             "compare.md goes (default: RUN_B/report/compare_<name of RUN_A>)")
     args = parser.parse_args(argv)
-    report_path = write_report(args.run_dir, args.output_dir)
+    if args.compare:
+        path = write_compare(*args.compare, args.output_dir)
+        headline = _first_line(path, "**Compare:**")
+    else:
+        path = write_report(args.run_dir, args.output_dir)
+        headline = _first_line(path, "**Headline:**")
     # The headline for the console too, the path last.
-    headline = next((line for line in report_path.read_text().splitlines() if line.startswith("**Headline:**")), None)
     if headline:
         print(headline.replace("**", ""))  # noqa: T201
-    print(report_path)  # noqa: T201
+    print(path)  # noqa: T201

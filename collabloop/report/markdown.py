@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from collabloop import paired
+from collabloop.report.collaboration import headline as collaboration_headline
+from collabloop.report.collaboration import section as collaboration_section
+from collabloop.report.collaboration import simulated_user_section
+from collabloop.report.collaboration import table as _table
 from collabloop.report.plots import PLOTS
 from collabloop.report.reading import (
     BOOTSTRAP_SAMPLES,
@@ -25,12 +29,6 @@ def _fmt_interval(ci: dict) -> str:
     if ci.get("mean") is None:
         return "—"
     return f"{_fmt(ci['mean'])} [{_fmt(ci.get('ci_low'))}, {_fmt(ci.get('ci_high'))}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def _verdict(first: dict, last: dict, weight: float | None) -> str:
@@ -246,7 +244,8 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
     lines = [
         f"# Run report: {data['run_name']}",
         "",
-        paired.headline(data),
+        # With a split by opening, the headline is the collaboration effect per split; else the paired one.
+        collaboration_headline(data) or paired.headline(data),
         "",
         f"Trained iterations: {', '.join(trained) or 'none'} · evaluated iterations: {', '.join(evaluated) or 'none'}",
         "",
@@ -255,6 +254,7 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
         *_headline(data),
         "",
         *paired.section(data),
+        *collaboration_section(data),
         *_figure("eval_metrics", figures, "no evaluation"),
         "## 2. Training candidates and pairs",
         "",
@@ -281,6 +281,7 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
         "",
         *_counts_table(data),
         "",
+        *simulated_user_section(data),
         "## 5. Missing or unfinished",
         "",
     ]

@@ -2,8 +2,9 @@
 
 `collect(run_dir)` returns one dict per `iter_<i>` folder (its stages' meta
 files and counts, the candidates' rewards, the pairs, the training log, the
-evaluation) with what is missing noted rather than fatal; a corrupt JSONL
-line or summary field raises `RecordError` (file:line:field).
+evaluation) with what is missing noted rather than fatal, and the held-out
+tasks split by opening (`report/collaboration.py`); a corrupt JSONL line or
+summary field raises `RecordError` (file:line:field).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collabloop import paired
 from collabloop.jsonl import read_records
 from collabloop.pipeline import iteration_files
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
+from collabloop.report.collaboration import compare_splits, read_splits
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
 from collabloop.stats import bootstrap_ci
@@ -286,5 +288,22 @@ def collect(run_dir: str | Path) -> dict:
         if isinstance(found, dict):
             weights = {k: float(v) for k, v in found.items() if is_number(v)}
             break
+    # Each conversation's task says whether its opening withholds a fact (the split by opening).
+    summaries = {i: it["eval"]["summary"] for i, it in iterations.items() if it["eval"]}
+    splits = read_splits(summaries, run_dir)
     return {"run_name": run_dir.resolve().name, "iterations": iterations, "metric_weights": weights,
-            "paired": paired.compare_iterations(iterations)}
+            "paired": paired.compare_iterations(iterations),
+            "collaboration": {**splits, **compare_splits(iterations, splits["by_task"])}}
+
+
+def collect_evaluations(run_dir: str | Path) -> dict[int, dict]:
+    """{i: {"eval": ...}} of the evaluated iterations only, read as `collect` reads them (for `compare`)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    out = {}
+    for i, path in _iteration_dirs(run_dir).items():
+        evaluation = _collect_eval(path / "eval", i, [])
+        if evaluation is not None:
+            out[i] = {"eval": evaluation}
+    return out
