@@ -173,3 +173,33 @@ def test_generate_killed_at_a_random_moment_resumes_to_the_same_output(model_dir
     assert [r["id"] for r in again] == [f"c{i}" for i in range(6)]  # none lost, none doubled, input order
     assert again == clean
     assert not partial.exists()
+
+
+def test_collaborative_candidates_and_a_user_who_picks_from_its_goal(simulator, model_dir, tmp_path):
+    """generate.collaborative_candidates on the real engine; simulator_format choice on both backends (the
+    local engine's structured outputs, and a vLLM server's through litellm): every user turn is a sentence of
+    the goal or the termination signal."""
+    from collabloop.simulator import goal_choices
+
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(3)])
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", [
+        {"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
+        for i, t in enumerate(read_jsonl(tasks))
+    ])
+    stage("generation/generate.py", "--contexts_path", contexts, "--output_path", tmp_path / "generations.jsonl",
+          "--model", model_dir, "--num_candidates", 3, "--max_new_tokens", 24, "--collaborative_candidates", 2,
+          "--collaborative_reply_opening", "Could you tell me")
+    generations = read_records(tmp_path / "generations.jsonl", Generation)
+    assert all(g.gen["collaborative_candidates"] == 2 for g in generations)
+    assert all(r.startswith("Could you tell me") for g in generations for r in g.responses[1:])
+    assert not any(g.responses[0].startswith("Could you tell me") for g in generations)
+    goals = {t["id"]: t["goal"] for t in read_jsonl(tasks)}
+    for name, backend in (("local", ["--simulator_model", f"local/{model_dir}"]), ("server", remote(simulator))):
+        out = tmp_path / f"simulations_{name}.jsonl"
+        stage("simulate/simulate_futures.py", "--generations_path", tmp_path / "generations.jsonl",
+              "--tasks_path", tasks, "--output_path", out, "--model", model_dir, "--num_futures", 1,
+              "--window_turns", 1, "--max_new_tokens", 16, "--simulator_format", "choice", *backend)
+        users = [(s.task_id, m["content"]) for s in read_records(out, Simulation) for per in s.futures
+                 for f in per for m in f["messages"] if m["role"] == "user"]
+        assert len(users) == 9, name
+        assert all(text in goal_choices(goals[task_id]) for task_id, text in users), (name, users)

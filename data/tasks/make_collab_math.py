@@ -16,22 +16,17 @@ rerun to regenerate:
 
 import random
 
+from make_math_phrasings import HELD_OUT_TEMPLATES as PHRASING_HELD_OUT_TEMPLATES
+from make_math_phrasings import ITEMS, NAMES
 from task_files import write_task_files
 
-NAMES = ["Sam", "Mia", "Leo", "Ana", "Tom", "Eva", "Ben", "Zoe", "Max", "Ivy", "Kai", "Lua", "Noa", "Ada"]
-ITEMS = ["apples", "pens", "books", "cards", "stickers", "coins", "shells", "cookies", "marbles", "stamps",
-         "shirts", "cups"]
 # {a} the first amount, {b} the amount added; "some"/"a few" stand in for the one left out.
 TRAIN_TEMPLATES = [
     "{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
     "{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?",
     "{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?",
 ]
-HELD_OUT_TEMPLATES = [
-    "There are {a} {item} on the table. {name} puts {b} more on it. How many {item} are on the table now?",
-    "{name} had {a} {item}. A friend gave {name} {b} more. What is the total number of {item}?",
-    "In a box there are {a} {item}, and {name} adds {b}. How many {item} are in the box?",
-]
+HELD_OUT_TEMPLATES = PHRASING_HELD_OUT_TEMPLATES[:3]  # the fourth ('Add {b} to {a}') has no room for 'some'
 MISSING_WORDS = {"a": "some", "b": "a few"}
 NUM_TRAIN, NUM_HELD_OUT = 48, 48  # half of each underspecified
 
