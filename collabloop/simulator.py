@@ -58,6 +58,7 @@ FORMAT_INSTRUCTIONS = {
 
 # Where a goal splits into the messages a "choice" simulator picks from: after a sentence, and after a colon
 # that introduces one ("You want to know the answer to this question: Tom has ...").
+_ADDRESSES_THE_ROLE_PLAYER = re.compile(r"you\b", re.IGNORECASE)
 _GOAL_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=:)\s+(?=[A-Z0-9])")
 
 OPENING_INSTRUCTION = "Start the conversation: write your first message to the assistant."
@@ -89,7 +90,11 @@ def goal_choices(goal: str) -> list[str]:
     invented another number in 32; picking among its goal's sentences, it stated it in 92 of 96 and invented
     none. The choice is still the model's: which part of its request answers the assistant, or to stop."""
     sentences = [part.strip() for part in _GOAL_SPLIT.split(goal.strip()) if part.strip()]
-    return [*dict.fromkeys(sentences), TERMINATION_SIGNAL]
+    # A sentence that speaks to the role-player ("You want the final number") describes the user; it is not
+    # something the user says. In the demo's first iteration such sentences were 22% of the turns that
+    # answered a question, which then revealed nothing.
+    said = [s for s in sentences if not _ADDRESSES_THE_ROLE_PLAYER.match(s)] or sentences
+    return [*dict.fromkeys(said), TERMINATION_SIGNAL]
 
 
 def _choices(task: Task, fmt: str) -> list[str] | None:

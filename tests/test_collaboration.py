@@ -72,14 +72,14 @@ def test_withheld_facts_and_what_each_user_turn_did():
 
 def test_the_choice_simulator_picks_among_its_goals_sentences():
     choices = goal_choices(GOAL)
-    assert choices == [
-        "You want to know the answer to this question:", "Tom has 5 marbles and gets 4 more.",
-        "How many marbles does Tom have now?",
-        "You want the final number, and you are happy once the assistant gives the right one.", TERMINATION_SIGNAL,
-    ]
+    # The sentences that speak to the role-player ("You want ...") describe the user; they are not said.
+    assert choices == ["Tom has 5 marbles and gets 4 more.", "How many marbles does Tom have now?",
+                       TERMINATION_SIGNAL]
+    assert goal_choices("You want a poem. You like cats.") == ["You want a poem.", "You like cats.",
+                                                              TERMINATION_SIGNAL]  # nothing else to say
     request = next_turn_request(TASK, [*OPENING, {"role": "assistant", "content": "How many?"}], "s", "choice")
     assert request.choices == choices and next_turn_request(TASK, OPENING, "s", "text").choices is None
-    assert parse_user_turn(" Tom has 5 marbles and gets 4 more.", "choice").message == choices[1]
+    assert parse_user_turn(" Tom has 5 marbles and gets 4 more.", "choice").message == choices[0]
     assert parse_user_turn(TERMINATION_SIGNAL, "choice").terminated
     # The choices are part of the cache key (a cached free-text turn is not a chosen one), and only when set:
     # every earlier cache keeps its keys.
