@@ -7,8 +7,8 @@ role-swapped form far better than a transcript pasted into one prompt.
 
 Three output formats: "json" asks for {"thought", "message"} (the thought stays
 hidden, as in CollabLLM); "text" asks for the message alone; "choice" has the
-model pick its message among the sentences of its goal and the termination
-signal (structured outputs), for a model too small to write a user's turn
+model pick its message among the sentences of its goal (one, or several in a
+row) and the termination signal (structured outputs), for a model too small to write a user's turn
 without inventing facts. Parsing never fails: a reply that breaks the asked
 format falls back to its cleaned text, and the fallback is counted.
 """
@@ -58,6 +58,7 @@ FORMAT_INSTRUCTIONS = {
 
 # Where a goal splits into the messages a "choice" simulator picks from: after a sentence, and after a colon
 # that introduces one ("You want to know the answer to this question: Tom has ...").
+MAX_CHOICE_SENTENCES = 6
 _ADDRESSES_THE_ROLE_PLAYER = re.compile(r"you\b", re.IGNORECASE)
 _GOAL_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=:)\s+(?=[A-Z0-9])")
 
@@ -84,17 +85,22 @@ def _system(task: Task, fmt: str) -> dict:
 
 
 def goal_choices(goal: str) -> list[str]:
-    """The messages a "choice" simulator picks from: each sentence of the goal, then the termination signal.
+    """The messages a "choice" simulator picks from: each run of consecutive sentences of the goal (a single
+    fact, or the whole request restated), then the termination signal.
 
     The embedded 135M model, asked for a number its goal holds, stated it in 38 of 96 free-text replies and
     invented another number in 32; picking among its goal's sentences, it stated it in 92 of 96 and invented
-    none. The choice is still the model's: which part of its request answers the assistant, or to stop."""
+    none. The choice is still the model's: which part of its request answers the assistant, or to stop.
+    Runs of several sentences are offered for goals of at most MAX_CHOICE_SENTENCES sentences (their
+    number grows with its square), single sentences for longer ones."""
     sentences = [part.strip() for part in _GOAL_SPLIT.split(goal.strip()) if part.strip()]
     # A sentence that speaks to the role-player ("You want the final number") describes the user; it is not
-    # something the user says. In the demo's first iteration such sentences were 22% of the turns that
-    # answered a question, which then revealed nothing.
-    said = [s for s in sentences if not _ADDRESSES_THE_ROLE_PLAYER.match(s)] or sentences
-    return [*dict.fromkeys(said), TERMINATION_SIGNAL]
+    # something the user says. In the demo's first run such sentences were 22% of the user turns that answered
+    # a question, which then revealed nothing.
+    said = list(dict.fromkeys(s for s in sentences if not _ADDRESSES_THE_ROLE_PLAYER.match(s))) or sentences
+    longest = len(said) if len(said) <= MAX_CHOICE_SENTENCES else 1
+    runs = [" ".join(said[i : i + n]) for n in range(1, longest + 1) for i in range(len(said) - n + 1)]
+    return [*dict.fromkeys(runs), TERMINATION_SIGNAL]
 
 
 def _choices(task: Task, fmt: str) -> list[str] | None:

@@ -73,10 +73,13 @@ def test_withheld_facts_and_what_each_user_turn_did():
 def test_the_choice_simulator_picks_among_its_goals_sentences():
     choices = goal_choices(GOAL)
     # The sentences that speak to the role-player ("You want ...") describe the user; they are not said.
+    # A fact alone, or the request restated whole.
     assert choices == ["Tom has 5 marbles and gets 4 more.", "How many marbles does Tom have now?",
-                       TERMINATION_SIGNAL]
-    assert goal_choices("You want a poem. You like cats.") == ["You want a poem.", "You like cats.",
-                                                              TERMINATION_SIGNAL]  # nothing else to say
+                       "Tom has 5 marbles and gets 4 more. How many marbles does Tom have now?", TERMINATION_SIGNAL]
+    assert goal_choices("You want a poem. You like cats.") == [  # nothing else to say
+        "You want a poem.", "You like cats.", "You want a poem. You like cats.", TERMINATION_SIGNAL]
+    long_goal = " ".join(f"Fact {i} is here." for i in range(10))
+    assert len(goal_choices(long_goal)) == 11  # single sentences only: runs would grow with the square
     request = next_turn_request(TASK, [*OPENING, {"role": "assistant", "content": "How many?"}], "s", "choice")
     assert request.choices == choices and next_turn_request(TASK, OPENING, "s", "text").choices is None
     assert parse_user_turn(" Tom has 5 marbles and gets 4 more.", "choice").message == choices[0]
