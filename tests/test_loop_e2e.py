@@ -135,3 +135,25 @@ def test_run_loop_tiny(model_dir, tmp_path):
         assert not differing, f"{path}: lines {differing} differ between the sharded and the unsharded run"
     summaries = [json.loads((d / "iter_0" / "eval" / "summary.json").read_text()) for d in (run_dir, unsharded_dir)]
     assert summaries[0]["metrics"] == summaries[1]["metrics"]
+
+
+@pytest.mark.timeout(900)
+def test_zero_iterations_evaluate_any_model_on_any_task_file(model_dir, tmp_path):
+    """`run_loop.sh CONFIG --num_iterations 0 --initial_model M --eval_tasks F --run_dir D`: the loop's own
+    evaluation and report for a model, no training."""
+    tasks = tmp_path / "tasks.jsonl"
+    lines = (REPO / "data" / "tasks" / "collab_heldout.jsonl").read_text().splitlines()[:2]  # one of each kind
+    tasks.write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "check"
+    result = subprocess.run(
+        ["bash", "run_loop.sh", "configs/demo.yaml", "--num_iterations", "0", "--initial_model", str(MODEL),
+         "--eval_tasks", str(tasks), "--run_dir", str(run_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=840,
+    )
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    assert "[dpo]" not in result.stdout and not (run_dir / "iter_1").exists()
+    summary = json.loads((run_dir / "iter_0" / "eval" / "summary.json").read_text())
+    assert summary["model"] == str(MODEL) and summary["num_conversations"] == 2 * 3
+    assert "ask_rate" in summary["metrics"]
+    assert "only iteration 0" in result.stdout and "underspecified (1 task)" in result.stdout
+    assert f"done: evaluated {MODEL} in {run_dir} (no training: num_iterations 0)" in result.stdout
