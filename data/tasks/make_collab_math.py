@@ -17,7 +17,7 @@ rerun to regenerate:
 import random
 
 from make_math_phrasings import HELD_OUT_TEMPLATES as PHRASING_HELD_OUT_TEMPLATES
-from make_math_phrasings import ITEMS, NAMES
+from make_math_phrasings import ITEMS, NAMES, addition_task
 from task_files import write_task_files
 
 # {a} the first amount, {b} the amount added; "some"/"a few" stand in for the one left out.
@@ -44,18 +44,8 @@ def make_tasks(prefix: str, templates: list[str], count: int, rng: random.Random
         opening = question
         if missing:
             opening = template.format(name=name, item=item, **{"a": a, "b": b, missing: MISSING_WORDS[missing]})
-        tasks.append(
-            {
-                "id": f"{prefix}-{i:03d}",
-                "task": "math",
-                "goal": f"You want to know the answer to this question: {question} "
-                "You want the final number, and you are happy once the assistant gives the right one.",
-                "reference": str(a + b),
-                "prompt": [{"role": "user", "content": opening}],
-                "metadata": {"a": a, "b": b, "operation": "add", "underspecified": underspecified,
-                             "withheld": missing},
-            }
-        )
+        tasks.append(addition_task(f"{prefix}-{i:03d}", question, a, b, opening,
+                                   underspecified=underspecified, withheld=missing))
     return tasks
 
 

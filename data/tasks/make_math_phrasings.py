@@ -36,18 +36,22 @@ def make_tasks(prefix: str, templates: list[str], count: int, rng: random.Random
     for i in range(count):
         a, b = rng.randint(2, 6), rng.randint(1, 5)  # a >= 2: "1 apples" reads badly
         question = rng.choice(templates).format(name=rng.choice(NAMES), item=rng.choice(ITEMS), a=a, b=b)
-        tasks.append(
-            {
-                "id": f"{prefix}-{i:03d}",
-                "task": "math",
-                "goal": f"You want to know the answer to this question: {question} "
-                "You want the final number, and you are happy once the assistant gives the right one.",
-                "reference": str(a + b),
-                "prompt": [{"role": "user", "content": question}],
-                "metadata": {"a": a, "b": b, "operation": "add"},
-            }
-        )
+        tasks.append(addition_task(f"{prefix}-{i:03d}", question, a, b))
     return tasks
+
+
+def addition_task(task_id: str, question: str, a: int, b: int, opening: str | None = None, **metadata) -> dict:
+    """The task record of `question` (a + b): its goal the whole question, its opening `opening` (the question
+    itself by default), `metadata` added after a, b and the operation."""
+    return {
+        "id": task_id,
+        "task": "math",
+        "goal": f"You want to know the answer to this question: {question} "
+        "You want the final number, and you are happy once the assistant gives the right one.",
+        "reference": str(a + b),
+        "prompt": [{"role": "user", "content": question if opening is None else opening}],
+        "metadata": {"a": a, "b": b, "operation": "add", **metadata},
+    }
 
 
 def main() -> None:
