@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from collabloop.records import EvalConversation
 from collabloop.stats import format_number as _fmt
-from collabloop.stats import paired_bootstrap, paired_verdict
+from collabloop.stats import markdown_table, paired_bootstrap, paired_verdict
 
 BASE_ITERATION = 0  # the initial model
 # The metric the headline states: the task's own success measure; else the evaluation's first metric.
@@ -201,8 +201,7 @@ def section(data: dict) -> list[str]:
                          f"{c['base_conversations']} vs {c['other_conversations']}",
                          f"{c['only_base']} / {c['only_other']}"])
     if rows:
-        lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += markdown_table(header, rows)
     if notes:
         lines += ([""] if rows else []) + notes
     return lines + [""]

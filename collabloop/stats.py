@@ -102,3 +102,9 @@ def format_number(x: float | None, signed: bool = False) -> str:
     if round(x, digits) == 0:
         x = 0.0  # a tiny negative value would print as "-0.000"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table, one line per row (the report's, the paired comparison's and compare's)."""
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]

@@ -25,6 +25,7 @@ from pathlib import Path
 from collabloop import paired
 from collabloop.jsonl import read_tasks
 from collabloop.stats import format_number as _fmt
+from collabloop.stats import markdown_table as table
 from collabloop.stats import paired_verdict
 
 logger = logging.getLogger(__name__)
@@ -231,12 +232,6 @@ def headline(data: dict) -> str | None:
     said = [split_phrase(s, c, compared["task_metric"]) for s, c in compared["splits"].items()]
     return f"**Headline:** iteration {last} vs iteration {paired.BASE_ITERATION}, paired by task: " + "; ".join(
         said) + "."
-
-
-def table(header: list[str], rows: list[list]) -> list[str]:
-    """A markdown table, one line per row."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
 def comparison_rows(compared: Mapping[str, Mapping[str, dict]], task_metric: str | None) -> list[list[str]]:

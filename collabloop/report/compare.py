@@ -29,9 +29,9 @@ from collabloop.report.collaboration import (
     comparison_rows,
     read_splits,
     split_phrase,
-    table,
 )
 from collabloop.report.reading import collect_evaluations
+from collabloop.stats import markdown_table as table
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from collabloop import paired
 from collabloop.report.collaboration import headline as collaboration_headline
 from collabloop.report.collaboration import section as collaboration_section
 from collabloop.report.collaboration import simulated_user_section
-from collabloop.report.collaboration import table as _table
 from collabloop.report.plots import PLOTS
 from collabloop.report.reading import (
     BOOTSTRAP_SAMPLES,
@@ -20,6 +19,7 @@ from collabloop.report.reading import (
 )
 from collabloop.stats import describe
 from collabloop.stats import format_number as _fmt
+from collabloop.stats import markdown_table as _table
 
 # Counts that are the table's own columns rather than "other".
 COUNT_COLUMNS = ("records_in", "records_out", "pairs_in")
