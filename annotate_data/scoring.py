@@ -1,6 +1,7 @@
 """Score every future with the configured metrics; one multiturn-aware reward per candidate.
 
-MR(candidate) = mean over its futures of sum_m clip(weight_m * metric_m(future)).
+MR(candidate) = mean over its futures of sum_m clip(weight_m * metric_m(future)); each future's own
+reward is kept too (`future_rewards`: the pairs stage can pair the policy's replies inside the futures).
 A future whose simulation failed, or for which a metric has no value (a
 failed judge call), is excluded from the mean and its error is kept in the
 record; a candidate with no scorable future gets reward null.
@@ -46,7 +47,7 @@ def score_records(
 
     out = []
     for r, rec in enumerate(records):
-        metrics, rewards = [], []
+        metrics, rewards, future_rewards = [], [], []
         for k in range(len(rec.responses)):
             positions = [i for i, (rr, kk, _, _) in enumerate(index) if rr == r and kk == k]
             metrics.append(
@@ -59,8 +60,9 @@ def score_records(
                     for name in cfg.metric_weights
                 }
             )
-            rewards.append(mean_or_none([per_future[i] for i in positions]))
-        out.append(Rewarded(**rec.to_dict(), metrics=metrics, rewards=rewards))
+            future_rewards.append([per_future[i] for i in positions])
+            rewards.append(mean_or_none(future_rewards[-1]))
+        out.append(Rewarded(**rec.to_dict(), metrics=metrics, rewards=rewards, future_rewards=future_rewards))
     return out
 
 

@@ -321,11 +321,24 @@ class Rewarded(Simulation):
     KIND: ClassVar[str] = "reward"
     metrics: list[dict]
     rewards: list[float | None]
+    future_rewards: list[list[float | None]]  # [k][s]: the reward of candidate k's future s; its mean is rewards[k]
 
     @classmethod
     def _parse(cls, obj, where):
-        out = Simulation._parse({k: v for k, v in obj.items() if k not in ("metrics", "rewards")}, where)
+        out = Simulation._parse({k: v for k, v in obj.items() if k not in ("metrics", "rewards", "future_rewards")},
+                                where)
         num = len(out["responses"])
+        future_rewards = _list(_req(obj, "future_rewards", where), "future_rewards", where)
+        if len(future_rewards) != num:
+            raise RecordError(where, "future_rewards", f"holds {len(future_rewards)} lists for {num} responses; "
+                                                       "need one per response")
+        out["future_rewards"] = []
+        for k, per in enumerate(future_rewards):
+            per = _list(per, f"future_rewards[{k}]", where)
+            if len(per) != len(out["futures"][k]):
+                raise RecordError(where, f"future_rewards[{k}]", f"holds {len(per)} rewards for "
+                                  f"{len(out['futures'][k])} futures; need one per future")
+            out["future_rewards"].append([_opt_float(r, f"future_rewards[{k}][{s}]", where) for s, r in enumerate(per)])
         metrics = _list(_req(obj, "metrics", where), "metrics", where)
         rewards = _list(_req(obj, "rewards", where), "rewards", where)
         for name, value in (("metrics", metrics), ("rewards", rewards)):

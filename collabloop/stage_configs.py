@@ -218,7 +218,8 @@ class GenerateConfig(PolicyArgs, ShardArgs):
         "System prompt of the collaborative candidates; empty: none.", default=COLLABORATIVE_SYSTEM_PROMPT
     )
     collaborative_reply_opening: str = _help(
-        "Text the collaborative candidates start with (the model continues it; the candidate keeps it); empty: "
+        "Text the collaborative candidates to an opening turn start with (the model continues it; the candidate "
+        "keeps it; in a continued conversation, where the user has just answered, they start freely); empty: "
         "none. For a model too small to follow the system prompt: the embedded 135M model asked in 1 of 192 "
         "replies to underspecified problems under it.",
         default="",
@@ -420,6 +421,12 @@ class PairsConfig:
         default=0,
     )
     min_margin: float = _help("Drop pairs whose reward gap is below this (ties always drop).", default=0.0)
+    pair_future_replies: bool = _help(
+        "Also pair the policy's replies inside the simulated futures: the futures of one candidate that open "
+        "with the same user turn are replies to one conversation, each scored by its own future (e.g. the "
+        "answer after the user supplied a missing fact). Multi-turn pairs without another round of sampling.",
+        default=False,
+    )
 
     def __post_init__(self):
         if self.strategy not in self.STRATEGIES:

@@ -21,6 +21,9 @@ A record gives no pair, and is counted under the first reason that applies, when
   (e.g. `max_max` when the best reward is shared); no redraw;
 - `dropped_identical_text`: the two picked responses are the same string;
 - `dropped_margin_below_min`: the reward gap is below `min_margin`.
+
+With `pair_future_replies`, the policy's replies inside the simulated futures are paired
+too (`future_reply_pairs`), their drops counted under the same reasons prefixed `future_`.
 """
 
 from __future__ import annotations
@@ -75,31 +78,72 @@ def make_pair(
     record: Rewarded, min_margin: float, counts: Counter, *, strategy: str = "max_min", seed: int = 0
 ) -> Pair | None:
     """The pair `strategy` picks from `record`; None (counted by reason) when no usable pair exists."""
-    scored = [Candidate(k, r) for k, r in enumerate(record.rewards) if r is not None]
-    if len(scored) < len(record.rewards):
-        counts["candidates_without_reward"] += len(record.rewards) - len(scored)
+    return choose(record.id, record.prompt, record.responses, record.rewards, min_margin, counts, strategy, seed)
+
+
+def future_reply_pairs(
+    record: Rewarded, min_margin: float, counts: Counter, *, strategy: str = "max_min", seed: int = 0
+) -> list[Pair]:
+    """Pairs of the policy's replies inside `record`'s simulated futures.
+
+    The futures of candidate k that open with the same user turn are S replies of the policy to one
+    conversation (the prompt, candidate k, that user turn), each scored by its own future: the
+    candidates of the next turn, sampled already. Their pairs are picked as the candidates' are, and
+    counted under `future_` reasons. Pair ids: `<record id>/after<k>.<g>`, g numbering candidate k's
+    distinct user turns in order of first appearance.
+    """
+    pairs = []
+    for k, response in enumerate(record.responses):
+        groups: dict[str, tuple[list[str], list[float | None]]] = {}
+        for future, reward in zip(record.futures[k], record.future_rewards[k]):
+            messages = future["messages"]
+            if future["error"] is not None or len(messages) < 2:
+                continue  # no reply of the policy after a user turn
+            replies, rewards = groups.setdefault(messages[0]["content"], ([], []))
+            replies.append(messages[1]["content"])
+            rewards.append(reward)
+        for g, (user_turn, (replies, rewards)) in enumerate(groups.items()):
+            prompt = [*record.prompt, {"role": "assistant", "content": response},
+                      {"role": "user", "content": user_turn}]
+            sub = Counter()
+            pair = choose(f"{record.id}/after{k}.{g}", prompt, replies, rewards, min_margin, sub, strategy, seed)
+            counts["future_reply_groups"] += 1
+            counts.update({f"future_{reason}": n for reason, n in sub.items()})
+            if pair is not None:
+                pairs.append(pair)
+    return pairs
+
+
+def choose(
+    pair_id: str, prompt: list[dict], responses: list[str], rewards: list[float | None], min_margin: float,
+    counts: Counter, strategy: str, seed: int,
+) -> Pair | None:
+    """The pair `strategy` picks among `responses` to `prompt`; None (counted by reason) when none is usable."""
+    scored = [Candidate(k, r) for k, r in enumerate(rewards) if r is not None]
+    if len(scored) < len(rewards):
+        counts["candidates_without_reward"] += len(rewards) - len(scored)
     if len(scored) < 2:
         counts["dropped_fewer_than_two_rewards"] += 1
         return None
     if len({c.reward for c in scored}) == 1:
         counts["dropped_all_rewards_tied"] += 1
         return None
-    chosen, rejected = pick(scored, strategy, seed, record.id)
+    chosen, rejected = pick(scored, strategy, seed, pair_id)
     margin = chosen.reward - rejected.reward
     if margin == 0:
         counts["dropped_pair_rewards_tied"] += 1
         return None
-    if record.responses[chosen.index] == record.responses[rejected.index]:
+    if responses[chosen.index] == responses[rejected.index]:
         counts["dropped_identical_text"] += 1
         return None
     if margin < min_margin:
         counts["dropped_margin_below_min"] += 1
         return None
     return Pair(
-        id=record.id,
-        prompt=record.prompt,
-        chosen=[{"role": "assistant", "content": record.responses[chosen.index]}],
-        rejected=[{"role": "assistant", "content": record.responses[rejected.index]}],
+        id=pair_id,
+        prompt=prompt,
+        chosen=[{"role": "assistant", "content": responses[chosen.index]}],
+        rejected=[{"role": "assistant", "content": responses[rejected.index]}],
         chosen_reward=chosen.reward,
         rejected_reward=rejected.reward,
         margin=margin,
@@ -116,7 +160,14 @@ def run(cfg: PairsConfig) -> dict | None:
     stage.partial.discard()  # pairing is instant and deterministic: always redo it whole
     stage.counts["records_in"] = len(records)
     stage.counts["candidates_without_reward"] = 0  # printed even when none
-    pairs = [make_pair(r, cfg.min_margin, stage.counts, strategy=cfg.strategy, seed=cfg.seed) for r in records]
-    pairs = [p for p in pairs if p is not None]
+    pairs = []
+    for record in records:
+        pair = make_pair(record, cfg.min_margin, stage.counts, strategy=cfg.strategy, seed=cfg.seed)
+        if pair is not None:
+            pairs.append(pair)
+        if cfg.pair_future_replies:
+            later = future_reply_pairs(record, cfg.min_margin, stage.counts, strategy=cfg.strategy, seed=cfg.seed)
+            pairs += later
+            stage.counts["pairs_of_future_replies"] += len(later)
     stage.append(pairs)
     return stage.finish([p.id for p in pairs])

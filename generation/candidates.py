@@ -23,6 +23,26 @@ def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
+def collaborative_replies(engine, cfg: GenerateConfig, chunk: list[Context], sampling: SamplingSettings,
+                          chunk_index: int) -> list[list[str]]:
+    """The collaborative candidates of each context of `chunk`. The reply opening starts the replies to an
+    opening turn only: in a continued conversation the user has just answered, and a forced question would
+    ask again."""
+    out: list[list[str]] = [[] for _ in chunk]
+    for opening, label in ((True, "collaborative"), (False, "collaborative-continued")):
+        positions = [i for i, c in enumerate(chunk) if (c.turn == 0) == opening]
+        if not positions:
+            continue
+        replies = engine.chat(
+            [with_system_prompt(chunk[i].prompt, cfg.collaborative_system_prompt) for i in positions], sampling,
+            n=cfg.collaborative_candidates, batch_seed=derive_seed(cfg.seed, chunk_index, label),
+            reply_opening=cfg.collaborative_reply_opening if opening else "",
+        )
+        for i, r in zip(positions, replies):
+            out[i] = r
+    return out
+
+
 def run(cfg: GenerateConfig) -> dict | None:
     """Generate candidates for every context; returns the stage's meta, or None when up to date."""
     stage = StageRun(
@@ -48,12 +68,7 @@ def run(cfg: GenerateConfig) -> dict | None:
             replies = engine.chat(prompts, sampling, n=plain, batch_seed=derive_seed(cfg.seed, chunk_index)) \
                 if plain else [[] for _ in chunk]
             if cfg.collaborative_candidates:
-                collaborative = engine.chat(
-                    [with_system_prompt(p, cfg.collaborative_system_prompt) for p in prompts], sampling,
-                    n=cfg.collaborative_candidates,
-                    batch_seed=derive_seed(cfg.seed, chunk_index, "collaborative"),
-                    reply_opening=cfg.collaborative_reply_opening,
-                )
+                collaborative = collaborative_replies(engine, cfg, chunk, sampling, chunk_index)
                 replies = [r + c for r, c in zip(replies, collaborative)]
             new = [
                 Generation(**c.to_dict(), responses=r, gen=gen_info) for c, r in zip(chunk, replies) if c.id not in done

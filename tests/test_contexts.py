@@ -17,7 +17,8 @@ def future(*contents, error=None, terminated=False):
 def record(rewards, futures, turn=0):
     return Rewarded(id=f"t1/turn{turn}", task_id="t1", prompt=PROMPT, turn=turn,
                     responses=[f"reply {k}" for k in range(len(rewards))], gen={},
-                    futures=futures, metrics=[{} for _ in rewards], rewards=rewards)
+                    futures=futures, metrics=[{} for _ in rewards], rewards=rewards,
+                    future_rewards=[[r] * len(f) for r, f in zip(rewards, futures)])
 
 
 def test_continues_with_the_best_candidate_and_its_longest_future():

@@ -71,7 +71,8 @@ def scored_inputs(tmp_path: Path, second_reply: str, n: int = 6) -> tuple[Path, 
 def rewards_rows(rewards: list[float]) -> list[dict]:
     """Six rewarded records of three candidates each, with these rewards, for the pairs stage."""
     return [{**row, "responses": [f"It is {3 + i}.", "No idea.", "Maybe 4?"], "gen": {},
-             "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": rewards}
+             "futures": [[] for _ in range(3)], "metrics": [{} for _ in range(3)], "rewards": rewards,
+             "future_rewards": [[] for _ in range(3)]}
             for i, row in enumerate(contexts_rows(6))]
 
 

@@ -78,6 +78,7 @@ REWARDS = [
             {"accuracy": metric([0.0, None], [None, "future failed: simulator failed at turn 1: empty response"])},
         ],
         rewards=[1.0, 0.5],
+        future_rewards=[[1.0, None], [0.5, None]],
     ),
     Rewarded(
         **SIMULATIONS[1].to_dict(),
@@ -86,6 +87,7 @@ REWARDS = [
             {"accuracy": metric([None], ["judge call failed: timeout after 9s"])},
         ],
         rewards=[2.0, None],
+        future_rewards=[[2.0], [None]],
     ),
 ]
 PAIRS = [

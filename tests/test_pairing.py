@@ -12,7 +12,7 @@ from collabloop.config import ConfigError, parse_config
 from collabloop.jsonl import read_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage_configs import PairsConfig
-from dpo_iteration.pairing import Candidate, make_pair, pick
+from dpo_iteration.pairing import Candidate, future_reply_pairs, make_pair, pick
 from tests.conftest import PYTHON, REPO, read_jsonl, write_jsonl
 
 PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -23,6 +23,7 @@ def rewarded(rewards, responses=None, id="c1") -> Rewarded:
     return Rewarded(
         id=id, task_id="t1", prompt=PROMPT, turn=0, responses=responses, gen={},
         futures=[[] for _ in responses], metrics=[{} for _ in responses], rewards=rewards,
+        future_rewards=[[] for _ in responses],
     )
 
 
@@ -202,6 +203,47 @@ def test_min_margin_applies_to_the_drawn_pair():
     assert counts == Counter(dropped_margin_below_min=1)
 
 
+# --- replies inside the futures ---------------------------------------------------------------------------------
+
+
+def future(user: str | None, reply: str | None = None, error: str | None = None) -> dict:
+    messages = [{"role": "user", "content": user}] if user is not None else []
+    messages += [{"role": "assistant", "content": reply}] if reply is not None else []
+    return {"messages": messages, "terminated": False, "error": error}
+
+
+def test_future_replies_after_the_same_user_turn_are_paired_by_their_own_rewards():
+    ask, guess = "Could you tell me how many?", "It is 7."
+    record = Rewarded(
+        id="t1/turn0", task_id="t1", prompt=PROMPT, turn=0, responses=[guess, ask], gen={},
+        futures=[
+            [future(None), future(None)],  # the guess ended the conversation: nothing to pair after it
+            [future("He had 4.", "4 + 3 = 7."), future("He had 4.", "Is it 8?"),
+             future("He had 4.", "9"),  # same user turn: three replies to one conversation
+             future("Tom has some apples and gets 3 more.", "It is 5."),  # another user turn: a group of one
+             future("[[TERMINATE CHAT]]"),  # the user ended: no reply
+             future(None, error="simulator failed at turn 1: timeout")],
+        ],
+        metrics=[{}, {}], rewards=[0.0, 0.25],
+        future_rewards=[[0.0, 0.0], [1.0, 0.0, -0.25, 0.0, 0.0, None]],
+    )
+    counts = Counter()
+    pairs = future_reply_pairs(record, 0.5, counts, strategy="max_min")
+    assert [p.to_dict() for p in pairs] == [{
+        "id": "t1/turn0/after1.0",
+        "prompt": [*PROMPT, {"role": "assistant", "content": ask}, {"role": "user", "content": "He had 4."}],
+        "chosen": [{"role": "assistant", "content": "4 + 3 = 7."}],
+        "rejected": [{"role": "assistant", "content": "9"}],
+        "chosen_reward": 1.0, "rejected_reward": -0.25, "margin": 1.25,
+    }]
+    assert counts == Counter(future_reply_groups=2, future_dropped_fewer_than_two_rewards=1)
+    # The strategy and the margin apply as to the candidates: max_max pairs the best with the second best (1.0
+    # against 0.0), which min_margin 1.1 drops.
+    counts = Counter()
+    assert future_reply_pairs(record, 1.1, counts, strategy="max_max") == []
+    assert counts["future_dropped_margin_below_min"] == 1
+
+
 # --- config ----------------------------------------------------------------------------------------------------
 
 
@@ -223,6 +265,7 @@ def reward_row(id: str, rewards: list) -> dict:
         "id": id, "task_id": "t1", "prompt": PROMPT, "turn": 0, "gen": {},
         "responses": [f"{id} answer {k}" for k in range(len(rewards))],
         "futures": [[] for _ in rewards], "metrics": [{} for _ in rewards], "rewards": rewards,
+        "future_rewards": [[] for _ in rewards],
     }
 
 

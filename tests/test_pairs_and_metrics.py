@@ -27,6 +27,7 @@ def rewarded(rewards, responses=None):
     return Rewarded(
         id="c1", task_id="t1", prompt=PROMPT, turn=0, responses=responses, gen={},
         futures=[[] for _ in responses], metrics=[{} for _ in responses], rewards=rewards,
+        future_rewards=[[] for _ in responses],
     )
 
 

@@ -18,6 +18,7 @@ def test_valid_records_round_trip(tmp_path):
         **sim,
         "metrics": [{"accuracy": {"mean": 1.0, "values": [1.0], "errors": [None]}}] * 2,
         "rewards": [1.0, None],
+        "future_rewards": [[1.0], [None]],
     }
     for rows, cls in (([CONTEXT], Context), ([gen], Generation), ([sim], Simulation), ([rew], Rewarded)):
         path = write_jsonl(tmp_path / f"{cls.__name__}.jsonl", rows)
@@ -57,7 +58,8 @@ def test_incomplete_records_are_rejected(tmp_path):
     path = write_jsonl(tmp_path / "simulations.jsonl", [sim])
     with pytest.raises(RecordError, match=r"simulations.jsonl:1: field 'futures': holds 1 lists for 2 responses"):
         read_records(path, Simulation)
-    rew = {**sim, "futures": sim["futures"] * 2, "metrics": [{}, {}], "rewards": [1.0, float("nan")]}
+    rew = {**sim, "futures": sim["futures"] * 2, "metrics": [{}, {}], "rewards": [1.0, float("nan")],
+           "future_rewards": [[1.0], [None]]}
     path.write_text(json.dumps(rew) + "\n")  # Python writes NaN, which is not JSON
     with pytest.raises(RecordError, match=r"simulations.jsonl:1: field '<line>': not valid JSON \(NaN is not a JSON"):
         read_records(path, Rewarded)

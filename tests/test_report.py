@@ -62,6 +62,7 @@ def _rewarded(rid: str, rewards: list[float | None], accuracy: list[float]) -> d
         "id": rid, "task_id": rid.split("/")[0], "prompt": [{"role": "user", "content": "What is 2+3?"}], "turn": 0,
         "responses": [f"answer {k}" for k in range(len(rewards))], "gen": {"model": "m", "seed": 0},
         "futures": [[future, future] for _ in rewards], "metrics": metrics, "rewards": rewards,
+        "future_rewards": [[r, r] for r in rewards],
     }
 
 

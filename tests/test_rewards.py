@@ -17,7 +17,7 @@ def test_candidate_values_keep_none_and_the_order_metrics_first_appear():
         return Rewarded(id=f"t{i}/turn0", task_id=f"t{i}", prompt=[{"role": "user", "content": "q"}], turn=0,
                         responses=["a"] * len(rewards), gen={}, futures=[[] for _ in rewards],
                         metrics=[{m: {"mean": v, "values": [], "errors": []} for m, v in c.items()} for c in metrics],
-                        rewards=rewards)
+                        rewards=rewards, future_rewards=[[] for _ in rewards])
 
     records = [record(0, [1.0, None], [{"accuracy": None, "turns": 2.0}, {"accuracy": None, "turns": 3.0}]),
                record(1, [0.5], [{"turns": 1.0, "accuracy": 1.0}])]

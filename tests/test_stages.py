@@ -54,10 +54,12 @@ def test_contexts_from_tasks_and_from_the_simulator(simulator, tmp_path):
 
 def test_generate_simulate_annotate_pairs(simulator, model_dir, tmp_path):
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(3)])
-    contexts = write_jsonl(tmp_path / "contexts.jsonl", [
-        {"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
-        for i, t in enumerate(read_jsonl(tasks))
-    ])
+    openings = [{"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
+                for i, t in enumerate(read_jsonl(tasks))]
+    continued = {"id": "t0/turn1", "task_id": "t0", "turn": 1, "prompt": [
+        *openings[0]["prompt"], {"role": "assistant", "content": "Could you tell me how many he has?"},
+        {"role": "user", "content": "He has 2."}]}
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", [*openings, continued])
     out = stage("generation/generate.py", "--contexts_path", contexts, "--output_path", tmp_path / "generations.jsonl",
                 "--model", model_dir, "--num_candidates", 3, "--max_new_tokens", 32)
     assert "records_out=3" in out.stdout and "responses_generated=9" in out.stdout
@@ -182,16 +184,20 @@ def test_collaborative_candidates_and_a_user_who_picks_from_its_goal(simulator, 
     from collabloop.simulator import goal_choices
 
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(3)])
-    contexts = write_jsonl(tmp_path / "contexts.jsonl", [
-        {"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
-        for i, t in enumerate(read_jsonl(tasks))
-    ])
+    openings = [{"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
+                for i, t in enumerate(read_jsonl(tasks))]
+    continued = {"id": "t0/turn1", "task_id": "t0", "turn": 1, "prompt": [
+        *openings[0]["prompt"], {"role": "assistant", "content": "Could you tell me how many he has?"},
+        {"role": "user", "content": "He has 2."}]}
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", [*openings, continued])
     stage("generation/generate.py", "--contexts_path", contexts, "--output_path", tmp_path / "generations.jsonl",
           "--model", model_dir, "--num_candidates", 3, "--max_new_tokens", 24, "--collaborative_candidates", 2,
           "--collaborative_reply_opening", "Could you tell me")
     generations = read_records(tmp_path / "generations.jsonl", Generation)
     assert all(g.gen["collaborative_candidates"] == 2 for g in generations)
-    assert all(r.startswith("Could you tell me") for g in generations for r in g.responses[1:])
+    # The opening starts the collaborative replies to an opening turn; after the user's answer none is forced.
+    assert all(r.startswith("Could you tell me") for g in generations[:3] for r in g.responses[1:])
+    assert not any(r.startswith("Could you tell me") for r in generations[3].responses)
     assert not any(g.responses[0].startswith("Could you tell me") for g in generations)
     goals = {t["id"]: t["goal"] for t in read_jsonl(tasks)}
     for name, backend in (("local", ["--simulator_model", f"local/{model_dir}"]), ("server", remote(simulator))):
@@ -201,5 +207,5 @@ def test_collaborative_candidates_and_a_user_who_picks_from_its_goal(simulator, 
               "--window_turns", 1, "--max_new_tokens", 16, "--simulator_format", "choice", *backend)
         users = [(s.task_id, m["content"]) for s in read_records(out, Simulation) for per in s.futures
                  for f in per for m in f["messages"] if m["role"] == "user"]
-        assert len(users) == 9, name
+        assert len(users) == 12, name
         assert all(text in goal_choices(goals[task_id]) for task_id, text in users), (name, users)

@@ -40,6 +40,7 @@ def rewards_rows() -> list[dict]:
             "prompt": [{"role": "user", "content": f"Sam has {a} apples and gets {b} more. How many apples now?"}],
             "turn": 0, "responses": responses, "gen": {},
             "futures": [[] for _ in responses], "metrics": [{} for _ in responses], "rewards": [1.0, 0.0, 0.5],
+            "future_rewards": [[] for _ in responses],
         })
     return rows
 
