@@ -106,7 +106,8 @@ def _write_iteration(iter_dir: Path, iteration: int) -> None:
                                      "simulator_cost_usd": 0.25}, 40.0),
         "rewards": ("annotate", {"records_in": n, "records_out": n, "candidates_without_reward": int(iteration == 2),
                                  "judge_cost_usd": 0.0512}, 20.0),
-        "pairs": ("pairs", {"records_in": n, "records_out": 2, "dropped_all_rewards_tied": 1}, 0.02),
+        "pairs": ("pairs", {"records_in": n, "records_out": 2, "dropped_all_rewards_tied": 1,
+                            "future_dropped_margin_below_min": 3}, 0.02),
     }
     for name, (stage, counts, seconds) in stage_counts.items():
         config = {"metric_weights": WEIGHTS} if name == "rewards" else None
@@ -240,7 +241,8 @@ def test_report_headline_plots_counts(run_dir, tmp_path):
 
     counts = _section(text, "## 4.")
     assert _row(counts, "| 1 | pairs.jsonl (pairs) |") == (
-        "| 1 | pairs.jsonl (pairs) | complete | 3 | 2 | all_rewards_tied: 1 | — | — | 0.0 | — |"
+        "| 1 | pairs.jsonl (pairs) | complete | 3 | 2 | all_rewards_tied: 1, margin_below_min (future): 3 | — | — "
+        "| 0.0 | — |"
     )
     # What the API calls cost: per stage in its own column (not among the other counts), and per iteration.
     simulate = _row(counts, "| 1 | simulations.jsonl (simulate) |")

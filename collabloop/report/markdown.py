@@ -185,8 +185,11 @@ def _split_counts(counts: dict) -> tuple[str, str, str]:
     for key, value in sorted(counts.items()):
         if key in COUNT_COLUMNS or key.endswith("_cost_usd"):  # the cost has a column of its own
             continue
-        if key.startswith("dropped_") or "_dropped_" in key:
-            dropped.append(f"{key.split('dropped_', 1)[1]}: {value}")
+        if key.startswith("dropped_"):
+            dropped.append(f"{key.removeprefix('dropped_')}: {value}")
+        elif "_dropped_" in key:  # a drop of one kind of record: future_dropped_tied -> tied (future)
+            kind, reason = key.split("_dropped_", 1)
+            dropped.append(f"{reason} ({kind}): {value}")
         elif "failed" in key or "without" in key or "error" in key:
             failed.append(f"{key}: {value}")
         else:
