@@ -26,8 +26,13 @@ export COLLABLOOP_QUIET="${COLLABLOOP_QUIET:-1}"
 # Validates every section of the config, writes <run_dir>/config.yaml, prints LOOP_* settings.
 eval "$("$PY" -m collabloop.loop env --config "$CONFIG" "$@")"
 RUN_DIR="$LOOP_RUN_DIR"
+# One owner per run folder (collabloop/run_lock.py): the lock is taken on descriptor 9, which this script
+# holds until it ends, however it ends; a second run on the folder stops here and names this one.
+exec 9>>"$RUN_DIR/run.lock"
+"$PY" -m collabloop.run_lock take --run_dir "$RUN_DIR" --fd 9 --owner_pid $$ --command "run_loop.sh $CONFIG $*"
+export COLLABLOOP_RUN_OWNER="$(cd "$RUN_DIR" && pwd -P)"  # the stages this script starts run under its lock
 driver() { "$PY" -m collabloop.driver "$@" --run_dir "$RUN_DIR"; }
-trap 'driver stop_server' EXIT
+trap 'driver stop_server; rm -f "$RUN_DIR/run.owner.json"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

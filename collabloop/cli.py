@@ -43,6 +43,7 @@ def run_main(main, is_stage: bool = True) -> None:
     from collabloop import console
     from collabloop.config import ConfigError
     from collabloop.records import RecordError
+    from collabloop.run_lock import RunBusy
     from collabloop.stage import StageRun, UpToDateAnswer
 
     if is_stage and "--check_up_to_date" in sys.argv[1:]:
@@ -55,7 +56,7 @@ def run_main(main, is_stage: bool = True) -> None:
     except UpToDateAnswer as answer:
         console.say(str(answer))
         raise SystemExit(0 if answer.up_to_date else EXIT_NOT_UP_TO_DATE) from None
-    except (ConfigError, RecordError, StageError, BudgetExceeded, FileNotFoundError) as e:
+    except (ConfigError, RecordError, StageError, BudgetExceeded, FileNotFoundError, RunBusy) as e:
         console.error(f"error: {e}")
         raise SystemExit(1) from None
     except (OSError, sqlite3.OperationalError) as e:

@@ -12,8 +12,9 @@
         stops the run's simulator server, if one runs.
 
 Everything comes from <run_dir>/config.yaml, which `python -m collabloop.loop env` wrote: a stage run
-by hand with these commands is run exactly as the loop runs it. A stage whose output is up to date
-says so and does nothing; the server starts only for a stage that has work.
+by hand with these commands is run exactly as the loop runs it, and owns the run folder while it runs
+(collabloop/run_lock.py): a second one, or a run_loop.sh, on the same folder stops at once and names it.
+A stage whose output is up to date says so and does nothing; the server starts only for a stage that has work.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collabloop.cli import run_main
 from collabloop.config import ConfigError, parse_config
 from collabloop.console import error, say
 from collabloop.loop_config import LoopConfig
+from collabloop.run_lock import hold
 from collabloop.stage import StageError
 
 SERVER_STATE = "simulator_server.json"  # in the run folder: the pid and port of the run's server
@@ -242,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "heading":
             say(heading(run, args.iteration))
         else:
+            took_over = hold(run.dir, f"driver run {args.stage} --iteration {args.iteration}")
+            if took_over:
+                say(took_over)
             run_stage(run, args.stage, args.iteration)
 
     try:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from collabloop.collaboration import user_turn_counts
+from collabloop.grader_talk import count_addressing_grader
 from collabloop.llm_client import LLMClient
 from collabloop.metrics import states_answer
 from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed
@@ -91,4 +92,7 @@ def roll_out(
     # What the simulated users did: revealed a withheld fact, ended the chat, or stated an invented number.
     for rollout, start in zip(rollouts, starts):
         counts.update(user_turn_counts(rollout.task.goal, rollout.history, start, TERMINATION_SIGNAL))
+        # And what the policy did that it must not learn: write to the judge instead of the user.
+        counts["replies_addressing_grader"] += count_addressing_grader(
+            m["content"] for m in rollout.history[start:] if m["role"] == "assistant")
     return counts

@@ -239,6 +239,27 @@ def _counts_table(data: dict) -> list[str]:
     return _table(header, rows)
 
 
+GRADER_TALK_COUNT = "replies_addressing_grader"  # counted by generate, simulate, evaluate (collabloop/grader_talk.py)
+
+
+def _grader_talk_line(data: dict) -> str:
+    """How many replies spoke to the grader, per iteration and stage: a policy learning to talk the judge up
+    shows here first."""
+    found = []
+    for i, it in data["iterations"].items():
+        stages = [(stage["stage"], stage["counts"]) for stage in it["stages"].values()]
+        if it["eval"]:
+            stages.append(("evaluate", it["eval"].get("counts") or {}))
+        found += [f"iteration {i} {name} {counts[GRADER_TALK_COUNT]}" for name, counts in stages
+                  if GRADER_TALK_COUNT in counts]
+    if not found:
+        return "Replies addressing the grader: not counted in this run's stages."
+    total = sum(int(x.rsplit(" ", 1)[1]) for x in found)
+    what = "none" if total == 0 else f"**{total}**"
+    return (f"Replies addressing the grader (a note to the judge, a grade, another role's turn; "
+            f"collabloop/grader_talk.py): {what} ({', '.join(found)}).")
+
+
 def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
     """report.md from collected data and the plots written (None where there was nothing to plot)."""
     its = data["iterations"]
@@ -251,6 +272,8 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
         collaboration_headline(data) or paired.headline(data),
         "",
         f"Trained iterations: {', '.join(trained) or 'none'} · evaluated iterations: {', '.join(evaluated) or 'none'}",
+        "",
+        _grader_talk_line(data),
         "",
         "## 1. At a glance: did the model become a better collaborator?",
         "",
