@@ -100,30 +100,26 @@ def hold(run_dir: str | Path, command: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """`take --run_dir D --fd N --owner_pid P --command C`: lock D on descriptor N, which the calling shell
-    opened on D/run.lock and keeps open; `release --run_dir D --owner_pid P`."""
+    opened on D/run.lock and keeps open (run_loop.sh removes the owner file when it ends)."""
     import argparse
 
-    from collabloop.cli import run_main
-    from collabloop.console import say
+    from collabloop.console import error, say
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["take", "release"])
+    parser.add_argument("command", choices=["take"])
     parser.add_argument("--run_dir", required=True)
     parser.add_argument("--owner_pid", type=int, required=True)
-    parser.add_argument("--fd", type=int, help="take: the shell's open descriptor of <run_dir>/run.lock")
-    parser.add_argument("--command", dest="owner_command", default="", help="take: what the owner runs")
+    parser.add_argument("--fd", type=int, required=True, help="the shell's open descriptor of <run_dir>/run.lock")
+    parser.add_argument("--command", dest="owner_command", default="", help="what the owner runs")
     args = parser.parse_args(argv)
 
-    def go() -> None:
-        if args.command == "release":
-            return release(args.run_dir, args.owner_pid)
-        if args.fd is None:
-            parser.error("take needs --fd")
+    try:
         line = take(args.run_dir, args.fd, args.owner_pid, args.owner_command)
-        if line:
-            say(line)
-
-    run_main(go, is_stage=False)
+    except RunBusy as busy:
+        error(f"error: {busy}")
+        raise SystemExit(1) from None
+    if line:
+        say(line)
 
 
 if __name__ == "__main__":
