@@ -153,21 +153,21 @@ def _json_message(text: str) -> str | None:
 
 
 def parse_user_turn(text: str, fmt: str) -> UserTurn:
-    """Read a simulator reply; never fails (falls back to the cleaned text)."""
-    terminated = TERMINATION_SIGNAL in text
+    """Read a simulator reply; never fails (falls back to the cleaned text). The conversation ends only when
+    the user's message holds the termination signal, as in CollabLLM: a thought that mentions it does not."""
     if fmt == "choice":  # one of the goal's sentences or the signal, exactly (structured outputs)
         message = text.strip()
         return UserTurn(message, message == TERMINATION_SIGNAL, followed_format=True)
     if fmt == "json":
         message = _json_message(text)
         if message is not None:
-            terminated = TERMINATION_SIGNAL in message or terminated
-            return UserTurn(_clean(message), terminated, followed_format=True)
-        return UserTurn(_clean(text), terminated, followed_format=False)
+            return UserTurn(_clean(message), TERMINATION_SIGNAL in message, followed_format=True)
+        cleaned = _clean(text)
+        return UserTurn(cleaned, TERMINATION_SIGNAL in cleaned, followed_format=False)
     cleaned = _clean(text)
     # A text reply that is a JSON object anyway (small models imitate) still yields its message.
     if cleaned.startswith("{"):
         message = _json_message(cleaned)
         if message is not None:
-            return UserTurn(_clean(message), terminated or TERMINATION_SIGNAL in message, followed_format=False)
-    return UserTurn(cleaned, terminated, followed_format=True)
+            return UserTurn(_clean(message), TERMINATION_SIGNAL in message, followed_format=False)
+    return UserTurn(cleaned, TERMINATION_SIGNAL in cleaned, followed_format=True)

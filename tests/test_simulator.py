@@ -36,6 +36,10 @@ def test_requests_hide_nothing_from_the_simulator_and_swap_roles():
         ('"2 and 3"', "text", "2 and 3", False, True),
         ("Thanks! [[TERMINATE CHAT]]", "text", "Thanks! [[TERMINATE CHAT]]", True, True),
         ('{"message": "imitating json"}', "text", "imitating json", False, False),
+        # The signal counts in the message only, never in the thought (CollabLLM reads the response field).
+        ('{"thought": "not yet [[TERMINATE CHAT]]", "message": "And 3?"}', "json", "And 3?", False, True),
+        ('{"thought": "I will say [[TERMINATE CHAT]] once it is right", "message": "No, 5."}', "text", "No, 5.",
+         False, False),
     ],
 )
 def test_parse_user_turn(text, fmt, message, terminated, followed):
