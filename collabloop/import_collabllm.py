@@ -7,12 +7,20 @@ conv_id, score, turn_id, single_turn_prompt, single_turn_completion,
 single_turn_metadata (and optionally sessions, rewards), and writes:
 
 - tasks.jsonl     one task per conversation (goal: single_turn_prompt,
-                  reference: single_turn_completion);
+                  reference: single_turn_completion, prompt: the dataset's own
+                  opening user turn, so no simulator writes a new one);
 - contexts.jsonl  one context per (conversation, turn);
 - pairs.jsonl     the best against the worst completion per (conversation, turn),
                   ties and gaps below --min_margin dropped and counted;
 - sft.jsonl       per conversation, its last turn's best completion after its prompt
                   (as CollabLLM's SFT data).
+
+Single-turn rows (only single_turn_prompt and single_turn_completion, with
+single_turn_metadata if any: CollabLLM's test sets) become tasks alone, without
+an opening: held-out tasks, whose first user turn the simulator writes from the
+goal, as CollabLLM evaluates. Task ids are `<id_prefix>-<conv_id>` (single-turn
+rows: `<id_prefix>-row<i>`), the prefix by default the input file's name
+without its suffix, so two imported files never share an id.
 
 Nothing is downloaded: export the dataset to a local file first.
 """
@@ -30,6 +38,7 @@ from collabloop.records import TASK_KINDS, Context, Pair, RecordError, SFTExampl
 
 REQUIRED = ("prompt", "completion", "conv_id", "score", "turn_id",
             "single_turn_prompt", "single_turn_completion", "single_turn_metadata")
+SINGLE_TURN = ("single_turn_prompt", "single_turn_completion")  # a test-set row: a question and its solution
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -70,27 +79,41 @@ def _as_dict(value, where: str, column: str) -> dict:
     return value
 
 
-def convert(rows: list[dict], source: str, task_kind: str, min_margin: float = 0.0):
+def is_single_turn(row: dict) -> bool:
+    return "prompt" not in row and "completion" not in row and all(c in row for c in SINGLE_TURN)
+
+
+def _task(task_id: str, task_kind: str, row: dict, source: str, where: str, opening: list[dict] | None) -> Task:
+    return Task(
+        id=task_id, task=task_kind, goal=_as_text(row["single_turn_prompt"]),
+        reference=_as_text(row["single_turn_completion"]), prompt=opening,
+        metadata={"source": source, **_as_dict(row.get("single_turn_metadata"), where, "single_turn_metadata")},
+    )
+
+
+def convert(rows: list[dict], source: str, task_kind: str, min_margin: float = 0.0, id_prefix: str | None = None):
     """Rows of the CollabLLM schema -> (tasks, contexts, pairs, sft, counts)."""
+    prefix = id_prefix or Path(source).stem
     counts: Counter = Counter(rows_in=len(rows))
     tasks: dict[str, Task] = {}
     turns: dict[tuple[str, int], list[tuple[dict, str]]] = defaultdict(list)
     for i, row in enumerate(rows):
         where = f"{source}:row {i}"
+        if is_single_turn(row):
+            tasks[f"{prefix}-row{i}"] = _task(f"{prefix}-row{i}", task_kind, row, source, where, None)
+            counts["single_turn_rows"] += 1
+            continue
         missing = [c for c in REQUIRED if c not in row]
         if missing:
-            raise RecordError(where, missing[0], f"missing (the CollabLLM schema has {list(REQUIRED)})")
-        conv = str(row["conv_id"])
-        task_id = f"collabllm-{conv}"
-        if task_id not in tasks:
-            tasks[task_id] = Task(
-                id=task_id, task=task_kind, goal=_as_text(row["single_turn_prompt"]),
-                reference=_as_text(row["single_turn_completion"]),
-                metadata={"source": source, **_as_dict(row["single_turn_metadata"], where, "single_turn_metadata")},
-            )
+            raise RecordError(where, missing[0], f"missing (the CollabLLM schema has {list(REQUIRED)}; a test-set "
+                                                 f"row has only {list(SINGLE_TURN)} and single_turn_metadata)")
         prompt = validate_messages(row["prompt"], "prompt", where)
         if prompt[-1]["role"] != "user":
             raise RecordError(where, "prompt", "must end with a user turn")
+        task_id = f"{prefix}-{row['conv_id']}"
+        if task_id not in tasks:
+            opening = next(([m] for m in prompt if m["role"] == "user"), None)  # the conversation's first user turn
+            tasks[task_id] = _task(task_id, task_kind, row, source, where, opening)
         score = row["score"]
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise RecordError(where, "score", f"expected a finite number, got {score!r}")
@@ -133,9 +156,12 @@ def main() -> None:
     parser.add_argument("--task", required=True, choices=sorted(TASK_KINDS), help="task kind of the imported tasks")
     parser.add_argument("--out_dir", required=True, help="folder for tasks/contexts/pairs/sft .jsonl")
     parser.add_argument("--min_margin", type=float, default=0.0, help="drop pairs whose score gap is below this")
+    parser.add_argument("--id_prefix", default=None,
+                        help="task ids are <id_prefix>-<conv_id>; default: the input file's name without its suffix")
     args = parser.parse_args()
     try:
-        tasks, contexts, pairs, sft, counts = convert(read_rows(args.input), args.input, args.task, args.min_margin)
+        tasks, contexts, pairs, sft, counts = convert(read_rows(args.input), args.input, args.task, args.min_margin,
+                                                      args.id_prefix)
     except (RecordError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out_dir)

@@ -49,10 +49,12 @@ def test_import_writes_valid_files(tmp_path, kind):
                                ("sft", sft, SFTExample)):
         write_records(tmp_path / f"{name}.jsonl", records)
         assert len(read_records(tmp_path / f"{name}.jsonl", cls)) == len(records)
-    assert [t.id for t in tasks] == ["collabllm-7", "collabllm-8"]
+    assert [t.id for t in tasks] == ["data-7", "data-8"]  # namespaced by the file: two imports never collide
     assert tasks[0].goal == "Solve problem 7." and tasks[0].reference == "42"
     assert tasks[0].metadata["level"] == "Level 5"
-    assert [c.id for c in contexts] == ["collabllm-7/turn1", "collabllm-7/turn3", "collabllm-8/turn1"]
+    # The dataset's own opening, so the contexts stage takes it instead of having the simulator write one.
+    assert tasks[0].prompt == [{"role": "user", "content": "help me with problem 7"}]
+    assert [c.id for c in contexts] == ["data-7/turn1", "data-7/turn3", "data-8/turn1"]
     assert contexts[1].turn == 1
     assert len(pairs) == 1 and pairs[0].chosen[0]["content"] == "Which variable?"
     assert pairs[0].margin == pytest.approx(0.6)
@@ -60,6 +62,19 @@ def test_import_writes_valid_files(tmp_path, kind):
     # SFT: each conversation's last turn, its best completion (ties: first row).
     assert sft[0].messages[-1] == {"role": "assistant", "content": "So it is 42."}
     assert len(sft[0].messages) == 4
+
+
+def test_single_turn_rows_are_held_out_tasks_without_an_opening(tmp_path):
+    test_rows = [{"single_turn_prompt": "What is 6 x 7?", "single_turn_completion": "\\boxed{42}",
+                  "single_turn_metadata": {"level": "Level 1"}},
+                 {"single_turn_prompt": "What is 2 + 2?", "single_turn_completion": "4"}]
+    tasks, contexts, pairs, sft, counts = convert(test_rows, "math-hard-test.jsonl", "math", id_prefix="mh-test")
+    assert [(t.id, t.goal, t.reference, t.prompt) for t in tasks] == [
+        ("mh-test-row0", "What is 6 x 7?", "\\boxed{42}", None), ("mh-test-row1", "What is 2 + 2?", "4", None)]
+    assert tasks[0].metadata == {"source": "math-hard-test.jsonl", "level": "Level 1"}
+    assert (contexts, pairs, sft, counts["single_turn_rows"]) == ([], [], [], 2)
+    write_records(tmp_path / "tasks.jsonl", tasks)
+    assert read_records(tmp_path / "tasks.jsonl", Task) == tasks
 
 
 def test_schema_errors_name_the_row_and_column(tmp_path):
