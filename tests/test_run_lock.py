@@ -56,7 +56,8 @@ def test_run_loop_owns_its_folder(tmp_path):
     """A second run_loop.sh, and a stage run by hand, on a busy folder exit 1 within seconds naming the
     owner's pid; after the first is killed mid-stage, the same command takes the folder over and finishes."""
     tasks = tmp_path / "tasks.jsonl"
-    lines = (REPO / "data" / "tasks" / "collab_heldout.jsonl").read_text().splitlines()[:2]
+    lines = (REPO / "data" / "tasks" / "collab_heldout.jsonl").read_text().splitlines()[:8]  # the first run outlasts
+    # the two refused ones (engine start and 24 conversations) by a wide margin
     tasks.write_text("\n".join(lines) + "\n")
     run_dir = tmp_path / "run"
     command = ["bash", "run_loop.sh", "configs/demo.yaml", "--num_iterations", "0", "--initial_model", str(MODEL),
