@@ -25,7 +25,7 @@ _PATTERNS = (
     r"<\|[a-z_]+\|>|\[/?INST\]|<<SYS>>",
     r"\bignore\s+(all\s+)?(the\s+)?(previous|prior|above)\s+instructions\b",
     # The judges' own quoting marks, and a grade letter alone on a line.
-    r"<<<CONVERSATION|CONVERSATION>>>",
+    r"<\s*/?\s*conversation\s*>",
     r"(?m:^\s*[ABC]\s*\.?\s*$)",
 )
 GRADER_TALK = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)

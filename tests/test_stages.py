@@ -54,12 +54,10 @@ def test_contexts_from_tasks_and_from_the_simulator(simulator, tmp_path):
 
 def test_generate_simulate_annotate_pairs(simulator, model_dir, tmp_path):
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2 + i, 1 + i % 3) for i in range(3)])
-    openings = [{"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
-                for i, t in enumerate(read_jsonl(tasks))]
-    continued = {"id": "t0/turn1", "task_id": "t0", "turn": 1, "prompt": [
-        *openings[0]["prompt"], {"role": "assistant", "content": "Could you tell me how many he has?"},
-        {"role": "user", "content": "He has 2."}]}
-    contexts = write_jsonl(tmp_path / "contexts.jsonl", [*openings, continued])
+    contexts = write_jsonl(tmp_path / "contexts.jsonl", [
+        {"id": f"t{i}/turn0", "task_id": f"t{i}", "prompt": t["prompt"], "turn": 0}
+        for i, t in enumerate(read_jsonl(tasks))
+    ])
     out = stage("generation/generate.py", "--contexts_path", contexts, "--output_path", tmp_path / "generations.jsonl",
                 "--model", model_dir, "--num_candidates", 3, "--max_new_tokens", 32)
     assert "records_out=3" in out.stdout and "responses_generated=9" in out.stdout
