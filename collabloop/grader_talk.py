@@ -28,6 +28,7 @@ _PATTERNS = (
     r"<\s*/?\s*conversation\s*>",
     r"(?m:^\s*[ABC]\s*\.?\s*$)",
 )
+COUNT = "replies_addressing_grader"  # the stages' count of such replies (generate, simulate, evaluate metas)
 GRADER_TALK = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from collabloop import grader_talk
 from collabloop.collaboration import user_turn_counts
-from collabloop.grader_talk import count_addressing_grader
 from collabloop.llm_client import LLMClient
 from collabloop.metrics import states_answer
 from collabloop.policy import LazyPolicyEngine, PolicyEngine, SamplingSettings, derive_seed
@@ -93,6 +93,6 @@ def roll_out(
     for rollout, start in zip(rollouts, starts):
         counts.update(user_turn_counts(rollout.task.goal, rollout.history, start, TERMINATION_SIGNAL))
         # And what the policy did that it must not learn: write to the judge instead of the user.
-        counts["replies_addressing_grader"] += count_addressing_grader(
+        counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(
             m["content"] for m in rollout.history[start:] if m["role"] == "assistant")
     return counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from collabloop.grader_talk import count_addressing_grader
+from collabloop import grader_talk
 from collabloop.jsonl import read_records
 from collabloop.policy import SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, Generation
@@ -78,5 +78,5 @@ def run(cfg: GenerateConfig) -> dict | None:
             stage.counts["records_generated"] += len(new)
             stage.counts["responses_generated"] += sum(len(g.responses) for g in new)
             stage.counts["empty_responses"] += sum(1 for g in new for r in g.responses if not r.strip())
-            stage.counts["replies_addressing_grader"] += count_addressing_grader(r for g in new for r in g.responses)
+            stage.counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(r for g in new for r in g.responses)
     return stage.finish([c.id for c in contexts])

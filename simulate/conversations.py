@@ -12,8 +12,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from collabloop import grader_talk
 from collabloop.cli import check_failures
-from collabloop.grader_talk import count_addressing_grader
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient, cache_for, simulator_client
 from collabloop.metrics import MetricResources, ScoringItem, metric_resources, score_items
@@ -52,7 +52,7 @@ def converse(
         rollout.history.append(message)
         rollout.future.append(message)
     counts = roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format, end_on_answer)
-    counts["replies_addressing_grader"] += count_addressing_grader(reply[0] for reply in openings)
+    counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(reply[0] for reply in openings)
     return counts
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collabloop import paired
+from collabloop import grader_talk, paired
 from collabloop.report.collaboration import headline as collaboration_headline
 from collabloop.report.collaboration import section as collaboration_section
 from collabloop.report.collaboration import simulated_user_section
@@ -239,25 +239,22 @@ def _counts_table(data: dict) -> list[str]:
     return _table(header, rows)
 
 
-GRADER_TALK_COUNT = "replies_addressing_grader"  # counted by generate, simulate, evaluate (collabloop/grader_talk.py)
-
-
 def _grader_talk_line(data: dict) -> str:
     """How many replies spoke to the grader, per iteration and stage: a policy learning to talk the judge up
     shows here first."""
-    found = []
+    counted = []  # (iteration, stage, count)
     for i, it in data["iterations"].items():
         stages = [(stage["stage"], stage["counts"]) for stage in it["stages"].values()]
         if it["eval"]:
             stages.append(("evaluate", it["eval"].get("counts") or {}))
-        found += [f"iteration {i} {name} {counts[GRADER_TALK_COUNT]}" for name, counts in stages
-                  if GRADER_TALK_COUNT in counts]
-    if not found:
+        counted += [(i, name, counts[grader_talk.COUNT]) for name, counts in stages if grader_talk.COUNT in counts]
+    if not counted:
         return "Replies addressing the grader: not counted in this run's stages."
-    total = sum(int(x.rsplit(" ", 1)[1]) for x in found)
+    total = sum(n for _, _, n in counted)
     what = "none" if total == 0 else f"**{total}**"
+    where = ", ".join(f"iteration {i} {name} {n}" for i, name, n in counted)
     return (f"Replies addressing the grader (a note to the judge, a grade, another role's turn; "
-            f"collabloop/grader_talk.py): {what} ({', '.join(found)}).")
+            f"collabloop/grader_talk.py): {what} ({where}).")
 
 
 def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
