@@ -6,13 +6,12 @@
         --metric_weights '{accuracy: 1, interactivity: 1, token_amount: -1.0e-4}'
 """
 
-from annotate_data.scoring import run
+from annotate_data.scoring import STAGE
 from collabloop.cli import record_stage_main, run_main
-from collabloop.stage_configs import AnnotateConfig
 
 
 def main(argv=None):
-    record_stage_main("annotate", AnnotateConfig, run, __doc__, argv)
+    record_stage_main(STAGE, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from collabloop.metrics import (
 from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
+from collabloop.stage_spec import StageSpec, Where, llm_cache, offline_training, own_output, policy, train_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +122,20 @@ def run(cfg: AnnotateConfig) -> dict | None:
         if cache is not None:
             cache.close()
     return stage.finish([r.id for r in records])
+
+
+def scored_file(w: Where) -> str:
+    """The simulated futures (CollabLLM's multiturn-aware reward); without simulation, the candidates alone."""
+    return str(w.output("simulate" if w.loop.use_simulation else "generate"))
+
+
+def scored_alone(w: Where) -> str:
+    return "false" if w.loop.use_simulation else "true"
+
+
+STAGE = StageSpec(
+    "annotate", "annotate_data/annotate.py", AnnotateConfig, "rewards.jsonl", "rewards", run,
+    inputs={"tokenizer": policy, "tasks_path": train_tasks, "simulations_path": scored_file,
+            "without_futures": scored_alone, "output_path": own_output, "llm_cache_path": llm_cache},
+    roles=("judge",), per_record=True, runs=offline_training,
+)

@@ -108,14 +108,15 @@ def end_line(stage: str, output_path: str, meta: dict | None) -> str:
     return f"{format_counts(stage, meta['counts'])} ({meta['seconds']:.0f}s)"
 
 
-def record_stage_main(stage: str, config_class: type, run, doc: str, argv=None) -> None:
-    """The story of a record stage's entry script: its config, its console and log, its run, its end line."""
+def record_stage_main(stage, doc: str, argv=None) -> None:
+    """The story of a record stage's entry script (`stage`: its `StageSpec`): its config, its console and
+    log, its run, its end line."""
     from collabloop.config import parse_config
     from collabloop.console import say
 
-    cfg = parse_config(config_class, stage, argv, doc)
+    cfg = parse_config(stage.config, stage.name, argv, doc)
     setup_logging(cfg.output_path)
-    say(end_line(stage, cfg.output_path, run(cfg)))
+    say(end_line(stage.name, cfg.output_path, stage.run(cfg)))
 
 
 def trainer_main(stage: str, classes: tuple[type, type], run, doc: str, argv=None, defaults: dict | None = None):

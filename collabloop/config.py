@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from collabloop.config_error import ConfigError
 
-class ConfigError(ValueError):
-    """A config value or key that cannot be used."""
+__all__ = ["ConfigError", "parse_config", "config_to_dict", "save_config", "yaml_load"]
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -181,7 +181,9 @@ def parse_config(
     """Build the stage's config dataclass(es) from defaults, YAML and the command line.
 
     Precedence: dataclass defaults < `machine_defaults` (values that depend on
-    the hardware, e.g. the gloo backend on a CPU-only machine) < YAML < CLI.
+    the hardware, e.g. the gloo backend on a CPU-only machine) < what the run
+    gives every stage (`collabloop.roles`: who plays each role, the budget) <
+    the stage's YAML section < CLI.
 
     Returns one instance, or a tuple when several classes are given (the DPO
     stage combines its own arguments with TRL's `DPOConfig`).
@@ -201,6 +203,9 @@ def parse_config(
     known = set(field_types)
 
     values: dict[str, Any] = dict(machine_defaults or {})
+    if config_path is not None and section not in ("loop", "roles"):
+        # who plays each role, and the run's budget
+        values.update({k: v for k, v in run_defaults(config_path).items() if k in known})
     if config_path is not None:
         for key, value in load_yaml_section(config_path, section).items():
             if key not in known:
@@ -219,6 +224,33 @@ def parse_config(
         except TypeError as e:
             raise ConfigError(f"{cls.__name__}: {e}") from None
     return instances[0] if single else tuple(instances)
+
+
+def run_defaults(config_path: str | Path) -> dict[str, Any]:
+    """What a run YAML gives every stage below the stage's own section: each role's model and server, and
+    the run's budget (collabloop/roles.py says the order)."""
+    from collabloop.loop_config import LoopConfig
+    from collabloop.roles import ROLES, RolesConfig
+
+    data = yaml_load(Path(config_path).read_text()) or {}
+    out: dict[str, Any] = {}
+    if isinstance(data, dict) and "loop" in data:
+        loop = parse_config(LoopConfig, "loop", ["--config", str(config_path)])
+        if loop.simulator_model_path:
+            for role in ROLES:
+                if loop.simulator_backend == "in_process":
+                    out[f"{role}_model"] = f"local/{loop.simulator_model_path}"
+                else:
+                    out[f"{role}_model"] = f"hosted_vllm/{loop.simulator_served_name}"
+                    out[f"{role}_api_base"] = loop.server_api_base
+        if loop.max_cost_usd is not None:
+            out["max_cost_usd"] = loop.max_cost_usd
+    roles = parse_config(RolesConfig, "roles", ["--config", str(config_path)])
+    for role in ROLES:
+        if getattr(roles, f"{role}_model"):  # named here: its server too, so no local server is paired with it
+            out[f"{role}_model"] = getattr(roles, f"{role}_model")
+            out[f"{role}_api_base"] = getattr(roles, f"{role}_api_base")
+    return out
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

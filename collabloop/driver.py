@@ -157,7 +157,7 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
     must(call(argv))
 
 
-def run_sharded(run: Run, stage: pipeline.Stage, argv: list[str], output: Path, devices: pipeline.Devices) -> None:
+def run_sharded(run: Run, stage: pipeline.StageSpec, argv: list[str], output: Path, devices: pipeline.Devices) -> None:
     """One process per shard (its own GPU, or its own share of the cores), the merge, then the unsharded
     command, which finds the merged output up to date (and, for evaluate, writes the summary)."""
     from collabloop.shards import merge_line
@@ -195,7 +195,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def train(run: Run, stage: pipeline.Stage, argv: list[str], devices: pipeline.Devices) -> None:
+def train(run: Run, stage: pipeline.StageSpec, argv: list[str], devices: pipeline.Devices) -> None:
     """A trainer under accelerate launch, unless its model is up to date (asked in one plain process, which
     is quicker than starting every rank to learn it)."""
     answer = up_to_date_line(argv)

@@ -20,16 +20,10 @@ from pathlib import Path
 from collabloop.config import parse_config
 from collabloop.loop_config import LoopConfig
 from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, JUDGE_METRICS
-from collabloop.pipeline import output_path
+from collabloop.pipeline import output_path, record_stages
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
 from collabloop.stage import meta_path_for, read_meta
-from collabloop.stage_configs import (
-    AnnotateConfig,
-    ContextsConfig,
-    EvaluateConfig,
-    GenerateConfig,
-    SimulateConfig,
-)
+from collabloop.stage_configs import EvaluateConfig, SimulateConfig
 
 ROLES = ("policy", "simulator", "judge")
 
@@ -198,14 +192,8 @@ def price(model: str, use: Use) -> float | None:
 def estimate(config_path: str, run_dir: str | None = None) -> dict:
     argv = ["--config", config_path]
     loop = parse_config(LoopConfig, "loop", argv)
-    sections = {name: parse_config(cls, name, argv) for name, cls in (
-        ("contexts", ContextsConfig), ("generate", GenerateConfig), ("simulate", SimulateConfig),
-        ("annotate", AnnotateConfig), ("evaluate", EvaluateConfig))}
-    if loop.simulator_model_path:  # run_loop.sh points every stage at the local simulator
-        for cfg in sections.values():
-            for key in ("simulator_model", "judge_model"):
-                if hasattr(cfg, key):
-                    setattr(cfg, key, f"local/{loop.simulator_model_path}")
+    # Each stage's config as the stage reads it: who plays each role comes from the run (collabloop.roles).
+    sections = {name: parse_config(s.config, name, argv) for name, s in record_stages().items()}
     kind = "doc" if "bleu" in sections["annotate"].metric_weights else (
         "code" if "pass_rate" in sections["annotate"].metric_weights else "math")
     tasks = task_set(loop.train_tasks, sections["contexts"].max_tasks, kind, "train")
@@ -216,7 +204,7 @@ def estimate(config_path: str, run_dir: str | None = None) -> dict:
     iterations = []
     for i in range(0, loop.num_iterations + 1):
         stages = iteration_uses(i, loop, sections, tasks, evals)
-        if loop.algorithm == "grpo":
+        if loop.online:  # its trainer's own sampling is not estimated
             stages = [s for s in stages if s.stage == "evaluate"]
         for stage in stages:
             if (output := output_path(stage.stage, run, i)).exists():
@@ -295,6 +283,6 @@ def render(result: dict) -> str:
         lines.append(f"- evaluation: {evals.count} held-out tasks x {result['sections']['evaluate'].num_samples} "
                      f"conversations of {result['sections']['evaluate'].max_turns} turns"
                      + (" (assumed: the task file is not here)" if evals.assumed else ""))
-    if loop.algorithm == "grpo":
-        lines.append("- grpo: the trainer's own rollouts are not estimated; only evaluation is")
+    if loop.online:
+        lines.append(f"- {loop.algorithm}: the trainer's own rollouts are not estimated; only evaluation is")
     return "\n".join(lines)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.jsonl import atomic_file, read_records
-from collabloop.loop_config import SECTIONS, LoopConfig
-from collabloop.pipeline import iteration_files
+from collabloop.loop_config import LoopConfig
+from collabloop.pipeline import SECTIONS, check_inputs_not_set, iteration_files
 from collabloop.records import RecordError, Rewarded
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
@@ -92,6 +92,15 @@ def check_run_config(path: str) -> None:
             raise ConfigError(f"{path}: section '{key}' must be a mapping of settings")
     for section, classes in SECTIONS.items():
         parse_config(classes, section, ["--config", path])
+    loop = parse_config(LoopConfig, "loop", ["--config", path])
+    check_inputs_not_set(path, data, loop)
+    if loop.max_cost_usd is not None:
+        for section, settings in data.items():
+            if section != "loop" and "max_cost_usd" in settings:
+                raise ConfigError(
+                    f"{path}, section '{section}': max_cost_usd is set, and so is loop.max_cost_usd, the budget of "
+                    "the whole run that every stage shares; keep only the loop's"
+                )
     for section, (valid, class_names) in trainers.items():
         if section in data:
             unknown = sorted(set(data[section]) - set(valid))

@@ -1,24 +1,11 @@
-"""The driver's config (`loop:`), and the sections of a run YAML that are parsed by a stage config class.
-
-The trainers' sections (dpo, kto, ..., sft, reward, grpo) are checked by their keys only
-(`collabloop.loop.check_run_config`): TRL's config classes check the machine when built.
-"""
+"""The driver's config: the `loop:` section of a run YAML."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collabloop.config import ConfigError
-from collabloop.stage_configs import (
-    AnnotateConfig,
-    ContextsConfig,
-    EvaluateConfig,
-    GenerateConfig,
-    PairsConfig,
-    SimulateConfig,
-    _check_budget,
-    _help,
-)
+from collabloop.config_error import ConfigError
+from collabloop.stage_configs import EMBEDDED_MODEL, SERVED_NAME, SERVER_PORT, _check_budget, _help
 
 
 @dataclass
@@ -33,13 +20,14 @@ class LoopConfig:
     )
     initial_model: str = _help(
         "The starting policy, and the DPO reference model.",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     train_tasks: str = _help("Tasks to build contexts from each iteration.", default="data/tasks/math_demo_train.jsonl")
     simulator_model_path: str = _help(
         "Local model that plays the user and the judge (see simulator_backend); empty: the simulator_model and "
-        "judge_model of the stage sections (API models or servers of your own).",
-        default="models/SmolLM2-135M-Instruct",
+        "judge_model of the `roles:` section or of the stage sections (API models or servers of your own), "
+        "which, where set, take precedence over it.",
+        default=EMBEDDED_MODEL,
     )
     simulator_backend: str = _help(
         "How the local simulator model runs: 'in_process' (a vLLM engine inside each stage that calls it, as "
@@ -48,10 +36,11 @@ class LoopConfig:
         "ranks would each start an engine.",
         default="in_process",
     )
-    simulator_port: int = _help("Port of the simulator server on 127.0.0.1 (simulator_backend server).", default=8000)
+    simulator_port: int = _help("Port of the simulator server on 127.0.0.1 (simulator_backend server).",
+                                default=SERVER_PORT)
     simulator_served_name: str = _help(
         "Name the server serves the model under (hosted_vllm/<name>).",
-        default="simulator",
+        default=SERVED_NAME,
     )
     continue_conversations: bool = _help(
         "From iteration 2 on, contexts also continue the previous iteration's conversations (multi-turn data).",
@@ -100,16 +89,17 @@ class LoopConfig:
         if self.num_iterations == 0 and not self.eval_tasks:
             raise ConfigError("num_iterations is 0 (evaluate the initial model, no training) but eval_tasks is empty; "
                               "set loop.eval_tasks to a task file")
-        from collabloop.training import ALGORITHMS
+        from collabloop.training import ALGORITHMS, ONLINE_ALGORITHMS
 
-        if self.algorithm not in [*ALGORITHMS, "grpo"]:
-            raise ConfigError(f"algorithm must be one of {sorted([*ALGORITHMS, 'grpo'])}, got {self.algorithm!r}")
+        if self.algorithm not in [*ALGORITHMS, *ONLINE_ALGORITHMS]:
+            raise ConfigError(f"algorithm must be one of {sorted([*ALGORITHMS, *ONLINE_ALGORITHMS])}, "
+                              f"got {self.algorithm!r}")
         if self.simulator_backend not in ("in_process", "server"):
             raise ConfigError(f"simulator_backend must be 'in_process' or 'server', got {self.simulator_backend!r}")
-        if self.algorithm == "grpo" and self.simulator_model_path and self.simulator_backend == "in_process":
+        if self.online and self.simulator_model_path and self.simulator_backend == "in_process":
             raise ConfigError(
-                "algorithm grpo needs simulator_backend 'server' (each trainer rank would start its own engine); "
-                "set loop.simulator_backend: server"
+                f"algorithm {self.algorithm} needs simulator_backend 'server' (each trainer rank would start its own "
+                "engine); set loop.simulator_backend: server"
             )
         if self.reference not in ("initial", "previous"):
             raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
@@ -118,13 +108,14 @@ class LoopConfig:
         if self.num_shards < 0:
             raise ConfigError(f"num_shards must be >= 0, got {self.num_shards}")
 
+    @property
+    def online(self) -> bool:
+        """An online algorithm: its trainer samples and rewards its own replies (no candidates or pairs)."""
+        from collabloop.training import ONLINE_ALGORITHMS
 
-SECTIONS: dict[str, tuple[type, ...]] = {
-    "loop": (LoopConfig,),
-    "contexts": (ContextsConfig,),
-    "generate": (GenerateConfig,),
-    "simulate": (SimulateConfig,),
-    "annotate": (AnnotateConfig,),
-    "pairs": (PairsConfig,),
-    "evaluate": (EvaluateConfig,),
-}
+        return self.algorithm in ONLINE_ALGORITHMS
+
+    @property
+    def server_api_base(self) -> str:
+        """The run's simulator server (simulator_backend server)."""
+        return f"http://127.0.0.1:{self.simulator_port}/v1"

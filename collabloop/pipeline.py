@@ -1,8 +1,10 @@
 """The pipeline, described once: its stages, and the command each stage runs in an iteration.
 
-A stage has one name: the console's `[name]`, the `stage` of its meta and its config section (the
-trainer's section is the algorithm's: dpo, kto, ...). Sharding, the merge, inspection, the report, the
-estimate, the driver and the benchmarks all read this table; nothing here touches a file.
+Each stage declares itself once, in its own module (`STAGE`, a `collabloop.stage_spec.StageSpec`); this
+module registers them. A stage has one name: the console's `[name]`, the `stage` of its meta and its
+config section (the trainer's section is the algorithm's: dpo, kto, ...). The driver's command lines, the
+config sections, sharding, the merge, inspection, the report, the estimate and the benchmarks all read this
+table; nothing here touches a file.
 
 Iteration 0 is the evaluation of the initial model: the held-out openings (contexts of the eval tasks,
 the same for every model) and their conversations. Iteration i >= 1 trains the policy of iteration i-1
@@ -14,42 +16,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotate_data.scoring import STAGE as ANNOTATE
 from collabloop.config import ConfigError
 from collabloop.loop_config import LoopConfig
+from collabloop.roles import RolesConfig
+from collabloop.stage_spec import CACHE, EVAL_CONTEXTS, StageSpec, Where
+from dpo_iteration.grpo import STAGE as GRPO
+from dpo_iteration.pairing import STAGE as PAIRS
+from dpo_iteration.preference import STAGE as TRAIN
+from generation.candidates import STAGE as GENERATE
+from simulate.conversations import STAGE as EVALUATE
+from simulate.futures import STAGE as SIMULATE
+from simulate.openings import STAGE as CONTEXTS
+
+__all__ = ["CACHE", "EVAL_CONTEXTS", "STAGES", "SECTIONS"]
+
+STAGES: dict[str, StageSpec] = {s.name: s for s in (CONTEXTS, GENERATE, SIMULATE, ANNOTATE, PAIRS, TRAIN, GRPO,
+                                                    EVALUATE)}
+
+SECTIONS: dict[str, tuple[type, ...]] = {
+    "loop": (LoopConfig,),
+    "roles": (RolesConfig,),
+    **{name: (s.config,) for name, s in STAGES.items() if not s.trainer},
+}
+"""The sections of a run YAML parsed by one of our config classes (the trainers' are checked by their keys:
+TRL's config classes check the machine when built)."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    script: str  # entry script, relative to the repository root
-    output: str  # file (or model folder) in the iteration's folder
-    kind: str | None  # record kind of the output (`records.RECORD_TYPES`); None: a model folder
-    per_record: bool = False  # shardable: each record is made alone, so shards can split the input's chunks
-    calls: tuple[str, ...] = ()  # the remote models it calls: simulator, judge, assistant
-
-    @property
-    def trainer(self) -> bool:
-        return self.kind is None
-
-
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("contexts", "simulate/make_contexts.py", "contexts.jsonl", "contexts", calls=("simulator",)),
-    Stage("generate", "generation/generate.py", "generations.jsonl", "generations", per_record=True),
-    Stage("simulate", "simulate/simulate_futures.py", "simulations.jsonl", "simulations", per_record=True,
-          calls=("simulator",)),
-    Stage("annotate", "annotate_data/annotate.py", "rewards.jsonl", "rewards", per_record=True, calls=("judge",)),
-    Stage("pairs", "dpo_iteration/pairs.py", "pairs.jsonl", "pairs"),
-    Stage("train", "dpo_iteration/train_preference.py", "model", None),
-    Stage("grpo", "dpo_iteration/train_grpo.py", "model", None, calls=("simulator", "judge", "assistant")),
-    Stage("evaluate", "simulate/evaluate.py", "eval/conversations.jsonl", "evaluation", per_record=True,
-          calls=("simulator", "judge")),
-)}
-
-EVAL_CONTEXTS = "eval_contexts.jsonl"  # in the run folder: the held-out openings of every iteration
-CACHE = "llm_cache.sqlite"  # in the run folder: every simulator and judge response, and the run's spend
-
-
-def record_stages() -> dict[str, Stage]:
+def record_stages() -> dict[str, StageSpec]:
     """The stages whose output is a record file, by name."""
     return {name: s for name, s in STAGES.items() if s.kind is not None}
 
@@ -60,14 +54,30 @@ def iteration_files() -> tuple[str, ...]:
 
 
 def iteration_stages(loop: LoopConfig, iteration: int) -> list[str]:
-    """The stages iteration `iteration` runs, in order."""
-    evaluate = ["evaluate"] if loop.eval_tasks else []
-    if iteration == 0:
-        return ["contexts", *evaluate] if evaluate else []
-    if loop.algorithm == "grpo":  # online: the trainer samples and rewards its own replies
-        return ["contexts", "grpo", *evaluate]
-    simulate = ["simulate"] if loop.use_simulation else []
-    return ["contexts", "generate", *simulate, "annotate", "pairs", "train", *evaluate]
+    """The stages iteration `iteration` runs, in the table's order (each stage says when it runs)."""
+    return [name for name, stage in STAGES.items() if stage.runs(loop, iteration)]
+
+
+def register_stage(stage: StageSpec, after: str) -> None:
+    """Add a stage of your own to the table, right after stage `after` (in a module that `loop.plugins` names,
+    so every process of a run sees it). Its config section is parsed and checked like ours."""
+    if stage.name in STAGES or stage.name in SECTIONS:
+        raise ConfigError(f"a stage or section named {stage.name!r} exists already; give the stage another name")
+    if after not in STAGES:
+        raise ConfigError(f"register_stage({stage.name!r}, after={after!r}): no stage {after!r}; stages are "
+                          f"{list(STAGES)}")
+    table = list(STAGES.values())
+    table.insert(list(STAGES).index(after) + 1, stage)
+    STAGES.clear()
+    STAGES.update((s.name, s) for s in table)
+    if not stage.trainer:
+        SECTIONS[stage.name] = (stage.config,)
+
+
+def where(name: str, loop: LoopConfig, run_dir: str | Path, iteration: int) -> Where:
+    if name not in STAGES:
+        raise KeyError(f"no stage {name!r}; stages are {sorted(STAGES)}")
+    return Where(name, loop, Path(run_dir), iteration, {n: s.output for n, s in STAGES.items()})
 
 
 def iter_dir(run_dir: str | Path, iteration: int) -> Path:
@@ -76,82 +86,40 @@ def iter_dir(run_dir: str | Path, iteration: int) -> Path:
 
 def policy(loop: LoopConfig, run_dir: str | Path, iteration: int) -> str:
     """The model iteration `iteration` starts from (and, for iteration 0, evaluates)."""
-    return loop.initial_model if iteration <= 1 else str(iter_dir(run_dir, iteration - 1) / "model")
+    return where("train", loop, run_dir, iteration).policy
 
 
 def output_path(name: str, run_dir: str | Path, iteration: int) -> Path:
-    if name == "contexts" and iteration == 0:
-        return Path(run_dir) / EVAL_CONTEXTS
-    return iter_dir(run_dir, iteration) / STAGES[name].output
+    return where(name, None, run_dir, iteration).output(name)
 
 
-def model_args(stage: Stage, loop: LoopConfig) -> list[str]:
-    """Who plays the user, the judge and the assistant of the futures: the loop's local model, in the
-    stage's process or on the run's server; without one, the stage sections' own models."""
-    if not loop.simulator_model_path:
-        return []
-    args = []
-    for role in stage.calls:
-        if loop.simulator_backend == "in_process":
-            args += [f"--{role}_model", f"local/{loop.simulator_model_path}"]
-        else:
-            args += [f"--{role}_model", f"hosted_vllm/{loop.simulator_served_name}",
-                     f"--{role}_api_base", server_api_base(loop)]
-    return args
-
-
-def server_api_base(loop: LoopConfig) -> str:
-    return f"http://127.0.0.1:{loop.simulator_port}/v1"
-
-
-def needs_server(stage: Stage, loop: LoopConfig) -> bool:
-    return bool(stage.calls and loop.simulator_model_path and loop.simulator_backend == "server")
+def needs_server(stage: StageSpec, loop: LoopConfig) -> bool:
+    return bool(stage.roles and loop.simulator_model_path and loop.simulator_backend == "server")
 
 
 def stage_args(name: str, loop: LoopConfig, config: str, run_dir: str | Path, iteration: int) -> list[str]:
-    """The entry script and its arguments for stage `name` of iteration `iteration`."""
+    """The entry script and its arguments for stage `name` of iteration `iteration`: the run's config, then
+    every input the stage declares (who plays each role, and the budget, come from the config: `roles`)."""
     stage = STAGES[name]
-    run_dir = Path(run_dir)
-    cache = ["--llm_cache_path", str(run_dir / CACHE)]
-    model = policy(loop, run_dir, iteration)
-    out = str(output_path(name, run_dir, iteration))
-    if name == "contexts" and iteration == 0:
-        args = ["--tasks_path", loop.eval_tasks, "--iteration", "0", "--output_path", out, *cache,
-                "--continue_from", ""]
-    elif name == "contexts":
-        args = ["--tasks_path", loop.train_tasks, "--iteration", str(iteration), "--output_path", out, *cache]
-        if iteration > 1 and loop.continue_conversations and loop.algorithm != "grpo":
-            args += ["--continue_from", str(output_path("annotate", run_dir, iteration - 1))]
-    elif name == "generate":
-        args = ["--model", model, "--contexts_path", str(output_path("contexts", run_dir, iteration)),
-                "--output_path", out]
-    elif name == "simulate":
-        args = ["--model", model, "--tasks_path", loop.train_tasks,
-                "--generations_path", str(output_path("generate", run_dir, iteration)), "--output_path", out, *cache]
-    elif name == "annotate":
-        scored = (["--simulations_path", str(output_path("simulate", run_dir, iteration))] if loop.use_simulation
-                  else ["--simulations_path", str(output_path("generate", run_dir, iteration)),
-                        "--without_futures", "true"])
-        args = ["--tokenizer", model, "--tasks_path", loop.train_tasks, *scored, "--output_path", out, *cache]
-    elif name == "pairs":
-        args = ["--rewards_path", str(output_path("annotate", run_dir, iteration)), "--output_path", out]
-    elif name == "train":
-        reference = model if loop.reference == "previous" else loop.initial_model
-        args = ["--algorithm", loop.algorithm, "--pairs_path", str(output_path("pairs", run_dir, iteration)),
-                "--rewards_path", str(output_path("annotate", run_dir, iteration)),
-                "--model_name_or_path", model, "--ref_model", reference, "--output_dir", out]
-    elif name == "grpo":
-        args = ["--contexts_path", str(output_path("contexts", run_dir, iteration)), "--tasks_path", loop.train_tasks,
-                "--model_name_or_path", model, "--output_dir", out, "--tokenizer", model, *cache]
-    elif name == "evaluate":
-        evaluated = loop.initial_model if iteration == 0 else str(output_path("train", run_dir, iteration))
-        args = ["--model", evaluated, "--iteration", str(iteration), "--tasks_path", loop.eval_tasks,
-                "--contexts_path", str(run_dir / EVAL_CONTEXTS), "--output_dir", str(Path(out).parent),
-                "--tokenizer", loop.initial_model, *cache]
-    else:
-        raise KeyError(f"no stage {name!r}; stages are {sorted(STAGES)}")
-    budget = ["--max_cost_usd", str(loop.max_cost_usd)] if stage.calls and loop.max_cost_usd is not None else []
-    return [stage.script, "--config", config, *args, *model_args(stage, loop), *budget]
+    return [stage.script, "--config", config, *stage.arguments(where(name, loop, run_dir, iteration))]
+
+
+def check_inputs_not_set(path: str, data: dict, loop: LoopConfig) -> None:
+    """Refuse a run YAML whose stage section sets a field the loop sets in every iteration: the loop's
+    value would replace it unseen."""
+    from collabloop.training import ALGORITHMS
+
+    for stage in STAGES.values():
+        sections = list(ALGORITHMS) if stage.section_is_algorithm else [stage.name]
+        for section in sections:
+            for key in set(data.get(section) or {}) & set(stage.inputs):
+                source = stage.inputs[key]
+                raise ConfigError(
+                    f"{path}, section '{section}': '{key}' is set by the loop in every iteration "
+                    f"({(source.__doc__ or source.__name__).strip().splitlines()[0]}); remove it from the YAML. "
+                    f"To give it yourself, run the stage alone: python {stage.script} --config {path} "
+                    f"--{key} VALUE"
+                )
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,11 @@ from collabloop.stage import StageError, config_path_for, meta_path_for, read_me
 
 logger = logging.getLogger(__name__)
 
-# The stages that split into shards (collabloop/pipeline.py), and the records of each.
-SHARDABLE: dict[str, type[Record]] = {name: RECORD_TYPES[s.kind] for name, s in STAGES.items() if s.per_record}
+
+
+def shardable() -> dict[str, type[Record]]:
+    """The stages that split into shards (collabloop/pipeline.py), and the records of each."""
+    return {name: RECORD_TYPES[s.kind] for name, s in STAGES.items() if s.per_record}
 
 
 def _read_shard_meta(path: Path, index: int, num_shards: int) -> dict:
@@ -83,9 +86,9 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
     metas = [_read_shard_meta(p, i, num_shards) for i, p in enumerate(paths)]
     first = metas[0]
     stage = first.get("stage")
-    if stage not in SHARDABLE:
+    if stage not in shardable():
         raise StageError(f"{meta_path_for(paths[0])}: stage {stage!r} cannot be merged; "
-                         f"sharded stages are {sorted(SHARDABLE)}")
+                         f"sharded stages are {sorted(shardable())}")
     def made_from(meta: dict) -> dict:
         return {"stage": meta["stage"], "base_fingerprint": meta["shard"]["base_fingerprint"],
                 "chunk_size": meta["shard"]["chunk_size"]}
@@ -103,7 +106,7 @@ def merge_shards(output_path: str | Path, num_shards: int) -> dict:
             # Already merged (or made unsharded) from the same inputs and config: leave it, and its
             # modification time, alone, so later stages stay up to date.
             return {**done, "already_merged": True}
-    records = [read_records(p, SHARDABLE[stage]) for p in paths]
+    records = [read_records(p, shardable()[stage]) for p in paths]
     for i, (meta, recs) in enumerate(zip(metas, records)):
         if len(recs) != meta["counts"].get("records_out"):
             raise StageError(f"{paths[i]} holds {len(recs)} records, "

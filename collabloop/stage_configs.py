@@ -1,7 +1,8 @@
 """One config dataclass per stage. Every field is typed, has a default and a help text.
 
-A run YAML has one section per stage, named as in `collabloop.loop_config.SECTIONS`,
-plus `loop:` for the driver (`LoopConfig`, collabloop/loop_config.py) and one per trainer
+A run YAML has one section per stage, named as in `collabloop.pipeline.SECTIONS`,
+plus `loop:` for the driver (`LoopConfig`, collabloop/loop_config.py), `roles:` for the
+models every stage calls (collabloop/roles.py) and one per trainer
 (collabloop/trainer_configs.py). `python -m collabloop.loop check --config run.yaml`
 parses every section before anything runs.
 """
@@ -11,8 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
-from collabloop.config import ConfigError
+from collabloop.config_error import ConfigError
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
+
+# The embedded model (setup.sh makes it), and where the run's own vLLM server serves a local model.
+EMBEDDED_MODEL = "models/SmolLM2-135M-Instruct"
+SERVED_NAME = "simulator"
+SERVER_PORT = 8000
+SERVED_MODEL = f"hosted_vllm/{SERVED_NAME}"
+SERVER_API_BASE = f"http://127.0.0.1:{SERVER_PORT}/v1"
 
 
 def _help(text: str, **kw):
@@ -30,11 +38,11 @@ class SimulatorArgs:
         "The user simulator: a litellm model name, e.g. 'hosted_vllm/simulator' (a vLLM server at "
         "simulator_api_base) or 'gpt-4o-mini'; or 'local/<model dir>': a vLLM engine in the stage process, no "
         "server (the api_base is then not used).",
-        default="hosted_vllm/simulator",
+        default=SERVED_MODEL,
     )
     simulator_api_base: str | None = _help(
         "OpenAI-compatible base URL of the simulator server; empty/null for API models.",
-        default="http://127.0.0.1:8000/v1",
+        default=SERVER_API_BASE,
     )
     simulator_temperature: float = _help("Sampling temperature of the user simulator.", default=1.0)
     simulator_max_tokens: int = _help("Most tokens in one simulated user turn.", default=96)
@@ -121,7 +129,7 @@ class RemoteCallArgs:
 class PolicyArgs:
     model: str = _help(
         "Policy model directory (the current iteration's checkpoint).",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     temperature: float = _help("Policy sampling temperature.", default=0.8)
     top_p: float = _help("Policy nucleus sampling threshold.", default=1.0)
@@ -273,16 +281,16 @@ class JudgeArgs:
 
     tokenizer: str = _help(
         "Tokenizer that counts tokens for token_amount (the policy's).",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     judge_model: str = _help(
         "The LLM judge: a litellm model name (e.g. 'hosted_vllm/simulator' at judge_api_base, 'gpt-4o-mini'), or "
         "'local/<model dir>': a vLLM engine in the stage process.",
-        default="hosted_vllm/simulator",
+        default=SERVED_MODEL,
     )
     judge_api_base: str | None = _help(
         "Base URL of the judge server; null for API models.",
-        default="http://127.0.0.1:8000/v1",
+        default=SERVER_API_BASE,
     )
     judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
     judge_max_tokens: int = _help("Most tokens in one judge answer.", default=8)

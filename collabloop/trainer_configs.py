@@ -6,8 +6,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from collabloop.config import ConfigError
-from collabloop.stage_configs import DEFAULT_METRIC_WEIGHTS, JudgeArgs, RemoteCallArgs, SimulatorArgs, _help
+from collabloop.config_error import ConfigError
+from collabloop.stage_configs import (
+    DEFAULT_METRIC_WEIGHTS,
+    EMBEDDED_MODEL,
+    SERVED_MODEL,
+    SERVER_API_BASE,
+    JudgeArgs,
+    RemoteCallArgs,
+    SimulatorArgs,
+    _help,
+)
 
 
 @dataclass
@@ -53,7 +62,7 @@ class PreferenceArgs(LoraArgs):
     rewards_path: str = _help("Scored candidates (JSONL); KTO reads them when kto_source is 'rewards'.", default="")
     model_name_or_path: str = _help(
         "Model to train (the previous iteration's).",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     ref_model: str = _help(
         "Reference model of DPO/KTO; empty: the model being trained. The loop passes the initial model "
@@ -87,7 +96,7 @@ class SFTArgs(LoraArgs):
         "Conversations to imitate (JSONL of {id, messages}, ending with an assistant turn).",
         default="sft.jsonl",
     )
-    model_name_or_path: str = _help("Model to fine-tune.", default="models/SmolLM2-135M-Instruct")
+    model_name_or_path: str = _help("Model to fine-tune.", default=EMBEDDED_MODEL)
 
     def __post_init__(self):
         self._check_lora()
@@ -124,7 +133,7 @@ class RewardModelArgs(LoraArgs):
     pairs_path: str = _help("Preference pairs (JSONL) to learn from.", default="pairs.jsonl")
     model_name_or_path: str = _help(
         "Model to start from; a one-label score head is added.",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     use_margin: bool = _help(
         "Train with each pair's reward gap as the margin: loss -log sigmoid(r_chosen - r_rejected - margin).",
@@ -147,7 +156,7 @@ class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
     )
     model_name_or_path: str = _help(
         "Model to train (the previous iteration's).",
-        default="models/SmolLM2-135M-Instruct",
+        default=EMBEDDED_MODEL,
     )
     metric_weights: dict[str, float] = _help(
         "Metric name -> weight in the multiturn-aware reward of a sampled reply.",
@@ -162,11 +171,11 @@ class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
     assistant_model: str = _help(
         "litellm model that plays the assistant in the futures (the trained policy is not served while it "
         "trains; CollabLLM's verl recipe makes the same substitution).",
-        default="hosted_vllm/simulator",
+        default=SERVED_MODEL,
     )
     assistant_api_base: str | None = _help(
         "Base URL of the assistant model's server; null for API models.",
-        default="http://127.0.0.1:8000/v1",
+        default=SERVER_API_BASE,
     )
     assistant_max_tokens: int = _help("Most tokens in one simulated assistant turn.", default=128)
 

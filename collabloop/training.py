@@ -94,6 +94,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "orpo": Algorithm("trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", False),
 }
 
+# Online algorithms: a stage of the algorithm's name samples and rewards its own replies (no candidates or
+# pairs); its config is the section of that name.
+ONLINE_ALGORITHMS = ("grpo",)
+
 
 def load_tokenizer(model_path: str):
     """The model's tokenizer, padding with its end-of-sequence token when it names no pad token

@@ -19,6 +19,7 @@ from collabloop.metrics import ScoringItem, combine, mean_or_none, metric_resour
 from collabloop.records import Context
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import ModelRun
+from collabloop.stage_spec import StageSpec, llm_cache, output_of, own_output, policy, train_tasks
 from collabloop.trainer_configs import GRPOArgs
 from collabloop.training import copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
@@ -111,3 +112,12 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
                           processing_class=tokenizer, peft_config=args.peft_config())
     metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}
+
+
+STAGE = StageSpec(
+    "grpo", "dpo_iteration/train_grpo.py", GRPOArgs, "model", None, run,
+    inputs={"contexts_path": output_of("contexts"), "tasks_path": train_tasks, "model_name_or_path": policy,
+            "output_dir": own_output, "tokenizer": policy, "llm_cache_path": llm_cache},
+    roles=("simulator", "judge", "assistant"),
+    runs=lambda loop, iteration: iteration >= 1 and loop.algorithm == "grpo",  # the online algorithm of its name
+)

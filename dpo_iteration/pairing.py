@@ -36,6 +36,7 @@ from collabloop.jsonl import read_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage import StageRun
 from collabloop.stage_configs import PairsConfig
+from collabloop.stage_spec import StageSpec, offline_training, output_of, own_output
 
 
 class Candidate(NamedTuple):
@@ -171,3 +172,10 @@ def run(cfg: PairsConfig) -> dict | None:
             stage.counts["pairs_of_future_replies"] += len(later)
     stage.append(pairs)
     return stage.finish([p.id for p in pairs])
+
+
+STAGE = StageSpec(
+    "pairs", "dpo_iteration/pairs.py", PairsConfig, "pairs.jsonl", "pairs", run,
+    inputs={"rewards_path": output_of("annotate"), "output_path": own_output},
+    runs=offline_training,
+)

@@ -8,12 +8,11 @@ with --seed), max_max (best vs second best) or random (two drawn at random).
 """
 
 from collabloop.cli import record_stage_main, run_main
-from collabloop.stage_configs import PairsConfig
-from dpo_iteration.pairing import run
+from dpo_iteration.pairing import STAGE
 
 
 def main(argv=None):
-    record_stage_main("pairs", PairsConfig, run, __doc__, argv)
+    record_stage_main(STAGE, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collabloop.config import ConfigError
 from collabloop.jsonl import read_records, write_records
 from collabloop.records import Pair, Rewarded
 from collabloop.stage import ModelRun
+from collabloop.stage_spec import StageSpec, Where, offline_training, output_of, own_output, policy
 from collabloop.trainer_configs import PreferenceArgs
 from collabloop.training import ALGORITHMS, copy_unchanged, load_tokenizer, partial_dir_for, train_and_publish
 
@@ -110,3 +111,20 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     )
     metrics = train_and_publish(trainer, tokenizer, output_dir, stage, args)
     return {"counts": dict(stage.counts), "metrics": metrics}
+
+
+def loop_algorithm(w: Where) -> str:
+    return w.loop.algorithm
+
+
+def reference_model(w: Where) -> str:
+    """loop.reference: the initial model in every iteration, or the previous iteration's model."""
+    return w.policy if w.loop.reference == "previous" else w.loop.initial_model
+
+
+STAGE = StageSpec(
+    "train", "dpo_iteration/train_preference.py", PreferenceArgs, "model", None, run,
+    inputs={"algorithm": loop_algorithm, "pairs_path": output_of("pairs"), "rewards_path": output_of("annotate"),
+            "model_name_or_path": policy, "ref_model": reference_model, "output_dir": own_output},
+    section_is_algorithm=True, runs=offline_training,
+)

@@ -10,6 +10,7 @@ from collabloop.policy import SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, Generation
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GenerateConfig
+from collabloop.stage_spec import StageSpec, offline_training, output_of, own_output, policy
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +81,10 @@ def run(cfg: GenerateConfig) -> dict | None:
             stage.counts["empty_responses"] += sum(1 for g in new for r in g.responses if not r.strip())
             stage.counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(r for g in new for r in g.responses)
     return stage.finish([c.id for c in contexts])
+
+
+STAGE = StageSpec(
+    "generate", "generation/generate.py", GenerateConfig, "generations.jsonl", "generations", run,
+    inputs={"model": policy, "contexts_path": output_of("contexts"), "output_path": own_output},
+    per_record=True, runs=offline_training,
+)

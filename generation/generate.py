@@ -7,12 +7,11 @@
 """
 
 from collabloop.cli import record_stage_main, run_main
-from collabloop.stage_configs import GenerateConfig
-from generation.candidates import run
+from generation.candidates import STAGE
 
 
 def main(argv=None):
-    record_stage_main("generate", GenerateConfig, run, __doc__, argv)
+    record_stage_main(STAGE, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,17 @@ from collabloop.records import Context, EvalConversation
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
 from collabloop.stage_configs import EvaluateConfig
+from collabloop.stage_spec import (
+    StageSpec,
+    Where,
+    eval_contexts,
+    eval_tasks,
+    initial_model,
+    iteration,
+    llm_cache,
+    own_output_folder,
+    with_held_out_tasks,
+)
 from collabloop.stats import bootstrap_ci
 
 logger = logging.getLogger(__name__)
@@ -166,3 +177,18 @@ def run(cfg: EvaluateConfig) -> dict | None:
     if stage.num_shards == 1:
         write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
     return result
+
+
+def evaluated_model(w: Where) -> str:
+    """Iteration 0 evaluates the initial model; iteration i the model it trained."""
+    return w.loop.initial_model if w.iteration == 0 else str(w.output("train"))
+
+
+STAGE = StageSpec(
+    "evaluate", "simulate/evaluate.py", EvaluateConfig, "eval/conversations.jsonl", "evaluation", run,
+    # One tokenizer for every iteration: token counts compare across models.
+    inputs={"model": evaluated_model, "iteration": iteration, "tasks_path": eval_tasks,
+            "contexts_path": eval_contexts, "output_dir": own_output_folder, "tokenizer": initial_model,
+            "llm_cache_path": llm_cache},
+    roles=("simulator", "judge"), per_record=True, runs=with_held_out_tasks,
+)

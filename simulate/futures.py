@@ -12,6 +12,7 @@ from collabloop.records import Generation, Simulation
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
 from collabloop.stage_configs import SimulateConfig
+from collabloop.stage_spec import StageSpec, llm_cache, offline_training, output_of, own_output, policy, train_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +78,12 @@ def run(cfg: SimulateConfig) -> dict | None:
             stage.counts[f"simulator_{key}"] = value
         cache.close()
     return stage.finish([r.id for r in records])
+
+
+STAGE = StageSpec(
+    "simulate", "simulate/simulate_futures.py", SimulateConfig, "simulations.jsonl", "simulations", run,
+    inputs={"model": policy, "tasks_path": train_tasks, "generations_path": output_of("generate"),
+            "output_path": own_output, "llm_cache_path": llm_cache},
+    roles=("simulator",), per_record=True,
+    runs=lambda loop, iteration: offline_training(loop, iteration) and loop.use_simulation,
+)

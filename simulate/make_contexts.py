@@ -9,12 +9,11 @@ simulator from the hidden goal.
 """
 
 from collabloop.cli import record_stage_main, run_main
-from collabloop.stage_configs import ContextsConfig
-from simulate.openings import run
+from simulate.openings import STAGE
 
 
 def main(argv=None):
-    record_stage_main("contexts", ContextsConfig, run, __doc__, argv)
+    record_stage_main(STAGE, __doc__, argv)
 
 
 if __name__ == "__main__":

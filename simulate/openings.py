@@ -19,6 +19,7 @@ from collabloop.rewards import best_candidate
 from collabloop.simulator import TERMINATION_SIGNAL, opening_request, parse_user_turn
 from collabloop.stage import StageRun
 from collabloop.stage_configs import ContextsConfig
+from collabloop.stage_spec import StageSpec, Where, iteration, llm_cache, own_output
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +109,26 @@ def run(cfg: ContextsConfig) -> dict | None:
         stage.append([c for c in continued if c.id not in done])
         order += [c.id for c in continued]
     return stage.finish(order)
+
+
+def tasks_of_iteration(w: Where) -> str:
+    """Iteration 0 opens the held-out tasks (the openings every model is evaluated on); the others train."""
+    return w.loop.eval_tasks if w.iteration == 0 else w.loop.train_tasks
+
+
+def previous_conversations(w: Where) -> str:
+    """From iteration 2 on, the previous iteration's rewards, whose conversations go on (multi-turn data);
+    "" where there are none: iterations 0 and 1, loop.continue_conversations false, or an online algorithm
+    (it makes no candidates to continue)."""
+    if w.iteration <= 1 or not w.loop.continue_conversations or w.loop.online:
+        return ""
+    return str(w.output("annotate", w.iteration - 1))
+
+
+STAGE = StageSpec(
+    "contexts", "simulate/make_contexts.py", ContextsConfig, "contexts.jsonl", "contexts", run,
+    inputs={"tasks_path": tasks_of_iteration, "iteration": iteration, "output_path": own_output,
+            "llm_cache_path": llm_cache, "continue_from": previous_conversations},
+    roles=("simulator",),
+    runs=lambda loop, iteration: iteration >= 1 or bool(loop.eval_tasks),  # iteration 0: the held-out openings
+)

@@ -10,12 +10,11 @@ run_loop.sh starts) plays the user who knows the hidden goal; the policy
 """
 
 from collabloop.cli import record_stage_main, run_main
-from collabloop.stage_configs import SimulateConfig
-from simulate.futures import run
+from simulate.futures import STAGE
 
 
 def main(argv=None):
-    record_stage_main("simulate", SimulateConfig, run, __doc__, argv)
+    record_stage_main(STAGE, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,23 +8,25 @@ import pytest
 
 from collabloop import pipeline
 from collabloop.config import ConfigError, parse_config
-from collabloop.loop_config import SECTIONS, LoopConfig
+from collabloop.loop_config import LoopConfig
+from collabloop.pipeline import SECTIONS
 from tests.conftest import REPO
 
 DEMO = LoopConfig(eval_tasks="data/tasks/eval.jsonl")
 
 
 def test_the_stage_list_is_spelled_out_once_and_read_by_the_others():
-    from collabloop.inspect_run.kinds import KIND_BY_STAGE
+    from collabloop.inspect_run.kinds import kind_by_stage
     from collabloop.inspect_run.summaries import PIPELINE_FILES
     from collabloop.records import RECORD_TYPES
-    from collabloop.shards import SHARDABLE
+    from collabloop.shards import shardable
 
     for stage in pipeline.STAGES.values():
         assert (REPO / stage.script).is_file(), stage.script
         assert stage.kind is None or stage.kind in RECORD_TYPES, stage
-    assert set(SHARDABLE) == {"generate", "simulate", "annotate", "evaluate"}
-    assert KIND_BY_STAGE["evaluate"] == "evaluation" and "train" not in KIND_BY_STAGE
+    assert set(shardable()) == {"generate", "simulate", "annotate", "evaluate"}
+    assert kind_by_stage()["evaluate"] == "evaluation" and "train" not in kind_by_stage()
+    assert set(SECTIONS) == {"loop", "roles", "contexts", "generate", "simulate", "annotate", "pairs", "evaluate"}
     assert pipeline.iteration_files() == ("contexts", "generations", "simulations", "rewards", "pairs")
     assert PIPELINE_FILES == tuple(f"{name}.jsonl" for name in pipeline.iteration_files())
 
@@ -48,30 +50,35 @@ def options(argv: list[str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("backend", ["in_process", "server"])
-def test_every_argument_the_driver_gives_is_a_setting_of_the_stage(backend):
-    """A stage's command line, as the driver builds it, parses with the stage's own config class (trainers:
-    their keys, which TRL's classes and ours define)."""
+def test_every_argument_the_driver_gives_is_a_declared_input_and_the_roles_come_from_the_config(backend, tmp_path):
+    """A stage's command line, as the driver builds it, is its declared inputs, and parses with the stage's
+    own config class (trainers: their keys, which TRL's classes and ours define). Who plays each role, and
+    the budget, are not on it: the stage reads them from the run's config (collabloop.roles)."""
     from collabloop.loop import trainer_keys
 
-    loop = replace(DEMO, simulator_backend=backend, max_cost_usd=2.5)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"loop:\n  eval_tasks: data/tasks/eval.jsonl\n  simulator_backend: {backend}\n"
+                      "  max_cost_usd: 2.5\n")
+    loop = parse_config(LoopConfig, "loop", ["--config", str(config)])
     trainers = trainer_keys()
     for iteration in (0, 1, 2):
         for name in pipeline.iteration_stages(loop, iteration):
-            argv = pipeline.stage_args(name, loop, "configs/demo.yaml", "runs/x", iteration)
-            assert argv[:3] == [pipeline.STAGES[name].script, "--config", "configs/demo.yaml"]
+            stage = pipeline.STAGES[name]
+            argv = pipeline.stage_args(name, loop, str(config), "runs/x", iteration)
+            assert argv[:3] == [stage.script, "--config", str(config)]
             given = options(argv)
-            if name in SECTIONS:
-                parse_config(SECTIONS[name], name, argv[3:])
-            else:
-                section = loop.algorithm if name == "train" else name
-                keys = set(trainers[section][0]) | {"algorithm", "config"}
+            assert list(given) == ["config", *stage.inputs], name
+            if name not in SECTIONS:
+                keys = set(trainers[stage.section(loop)][0]) | {"algorithm", "config"}
                 assert set(given) <= keys, (name, set(given) - keys)
-            calls = pipeline.STAGES[name].calls
-            assert ("max_cost_usd" in given) == bool(calls), name
-            for role in calls:
-                assert given[f"{role}_model"] == ("local/models/SmolLM2-135M-Instruct" if backend == "in_process"
-                                                  else "hosted_vllm/simulator")
-                assert (f"{role}_api_base" in given) == (backend == "server")
+                continue
+            cfg = parse_config(stage.config, name, argv[1:])
+            for role in stage.roles:
+                assert getattr(cfg, f"{role}_model") == ("local/models/SmolLM2-135M-Instruct"
+                                                         if backend == "in_process" else "hosted_vllm/simulator")
+                if backend == "server":
+                    assert getattr(cfg, f"{role}_api_base") == "http://127.0.0.1:8000/v1"
+            assert getattr(cfg, "max_cost_usd", 2.5) == 2.5, name
 
 
 def test_each_iteration_starts_from_the_last_model_and_evaluates_on_the_same_openings():
@@ -80,7 +87,7 @@ def test_each_iteration_starts_from_the_last_model_and_evaluates_on_the_same_ope
     assert args["contexts", 0]["output_path"] == "run/eval_contexts.jsonl"
     assert args["contexts", 0]["tasks_path"] == DEMO.eval_tasks
     assert args["contexts", 1]["tasks_path"] == DEMO.train_tasks
-    assert "continue_from" not in args["contexts", 1]
+    assert args["contexts", 1]["continue_from"] == ""  # nothing to continue yet
     assert args["contexts", 2]["continue_from"] == "run/iter_1/rewards.jsonl"  # multi-turn data from iteration 2
     assert args["generate", 1]["model"] == DEMO.initial_model and args["generate", 2]["model"] == "run/iter_1/model"
     assert args["train", 2]["model_name_or_path"] == "run/iter_1/model"

@@ -13,7 +13,8 @@ from collabloop.stage import meta_path_for, read_meta
 logger = logging.getLogger(__name__)
 
 # The `stage` written by each stage's StageRun, and the record kind of its output.
-KIND_BY_STAGE = {name: stage.kind for name, stage in record_stages().items()}
+def kind_by_stage() -> dict[str, str]:
+    return {name: stage.kind for name, stage in record_stages().items()}
 # Most specific first: a record of a richer kind carries fields the poorer kinds reject as unknown.
 KIND_TRIAL_ORDER = ("evaluation", "rewards", "simulations", "generations", "contexts", "pairs", "sft", "tasks")
 
@@ -26,7 +27,7 @@ def detect_kind(path: str | Path, meta: dict | None = None) -> tuple[str, str]:
     """(kind, how it was found) for a .jsonl file; raises RecordError when line 1 fits no kind."""
     path = Path(path)
     stage = (meta or {}).get("stage")
-    kind = KIND_BY_STAGE.get(stage) or (stage if stage in RECORD_TYPES else None)
+    kind = kind_by_stage().get(stage) or (stage if stage in RECORD_TYPES else None)
     if kind:
         return kind, f"stage '{stage}' in {meta_path_for(path).name}"
     if path.stem in RECORD_TYPES:
