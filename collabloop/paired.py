@@ -18,15 +18,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from collabloop.records import EvalConversation
+from collabloop.stats import BOOTSTRAP_RESAMPLES, markdown_table, paired_bootstrap, paired_verdict
 from collabloop.stats import format_number as _fmt
-from collabloop.stats import markdown_table, paired_bootstrap, paired_verdict
 
 BASE_ITERATION = 0  # the initial model
 # The metric the headline states: the task's own success measure; else the evaluation's first metric.
 TASK_METRIC = "accuracy"
 CONFIDENCE = 0.95
-# More resamples than the per-model intervals: a verdict turns on where one end of this interval falls.
-BOOTSTRAP_SAMPLES = 10000
 BOOTSTRAP_SEED = 0
 
 
@@ -45,7 +43,7 @@ def compare_tasks(
     base: Mapping[str, Sequence[float]],
     other: Mapping[str, Sequence[float]],
     confidence: float = CONFIDENCE,
-    num_samples: int = BOOTSTRAP_SAMPLES,
+    num_samples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict:
     """`other` against `base` on the tasks both have a value for ({task_id: values}, several per task allowed).
@@ -83,7 +81,7 @@ def task_mean(values: Mapping[str, Sequence[float]]) -> dict:
     """
     present = {t: v for t, v in values.items() if v}
     means = [math.fsum(present[t]) / len(present[t]) for t in sorted(present)]
-    ci = paired_bootstrap(means, CONFIDENCE, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+    ci = paired_bootstrap(means, CONFIDENCE, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
     return {**ci, "conversations": sum(len(v) for v in present.values())}
 
 
@@ -182,7 +180,7 @@ def section(data: dict) -> list[str]:
         f"**Paired with iteration {base}.** Every evaluation plays the same held-out openings, so each task is "
         "compared with itself: a task's value is the mean over its conversations with a value, the difference "
         f"is iteration i − iteration {base} over the tasks with a value in both (the others are left out and "
-        f"counted), and the interval is a {CONFIDENCE:.0%} paired bootstrap over tasks ({BOOTSTRAP_SAMPLES} "
+        f"counted), and the interval is a {CONFIDENCE:.0%} paired bootstrap over tasks ({BOOTSTRAP_RESAMPLES} "
         f"resamples, seed {BOOTSTRAP_SEED}). The means are over the paired tasks, so they differ from the table "
         "above when a task is left out. A verdict is *better* or *worse* only when the interval excludes 0, in "
         "the direction of the metric's reward weight; a metric without one is only *higher* or *lower*.",

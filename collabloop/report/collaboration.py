@@ -24,9 +24,9 @@ from pathlib import Path
 
 from collabloop import paired
 from collabloop.jsonl import read_tasks
+from collabloop.stats import BOOTSTRAP_RESAMPLES, paired_verdict
 from collabloop.stats import format_number as _fmt
 from collabloop.stats import markdown_table as table
-from collabloop.stats import paired_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def section(data: dict) -> list[str]:
     files = ", ".join(f"`{p}`" for p in collab["tasks_paths"])
     intro = (f"**By opening: underspecified vs complete.** Tasks of {files} with `metadata.{SPLIT_FIELD}: true` "
              "open without a fact only the user has; the others are stated in full.")
-    how = f"{paired.CONFIDENCE:.0%} bootstrap over tasks, {paired.BOOTSTRAP_SAMPLES} resamples"
+    how = f"{paired.CONFIDENCE:.0%} bootstrap over tasks, {BOOTSTRAP_RESAMPLES} resamples"
     if collab["compared"]:
         intro += f" Each split's tasks are paired with iteration {base} as above ({how}). {VERDICT_WORDS}"
     else:

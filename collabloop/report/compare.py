@@ -31,6 +31,7 @@ from collabloop.report.collaboration import (
     split_phrase,
 )
 from collabloop.report.reading import collect_evaluations
+from collabloop.stats import BOOTSTRAP_RESAMPLES
 from collabloop.stats import markdown_table as table
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def render_compare(data: dict) -> str:
         "",
         f"{files} ({data['only_a']} only in A, {data['only_b']} only in B: left out). Each task's value is the mean "
         f"over its conversations; the difference is B − A per task, with a {paired.CONFIDENCE:.0%} paired bootstrap "
-        f"over tasks ({paired.BOOTSTRAP_SAMPLES} resamples, seed {paired.BOOTSTRAP_SEED}). "
+        f"over tasks ({BOOTSTRAP_RESAMPLES} resamples, seed {paired.BOOTSTRAP_SEED}). "
         f"{VERDICT_WORDS}",
         "",
         "## B − A, paired by task",

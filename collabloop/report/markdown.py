@@ -10,14 +10,13 @@ from collabloop.report.collaboration import section as collaboration_section
 from collabloop.report.collaboration import simulated_user_section
 from collabloop.report.plots import PLOTS
 from collabloop.report.reading import (
-    BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
     LOG_KEYS_FIRST,
     MODEL_STAGE,
     is_number,
 )
-from collabloop.stats import describe
+from collabloop.stats import BOOTSTRAP_RESAMPLES, describe
 from collabloop.stats import format_number as _fmt
 from collabloop.stats import markdown_table as _table
 
@@ -283,7 +282,7 @@ def render_markdown(data: dict, figures: dict[str, Path | None]) -> str:
         "",
         "Each iteration's candidates are scored on that iteration's own contexts (later iterations may continue "
         "earlier conversations), so these numbers describe the training data, not a held-out comparison. "
-        f"Intervals: {CONFIDENCE:.0%} percentile bootstrap, {BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}. "
+        f"Intervals: {CONFIDENCE:.0%} percentile bootstrap, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}. "
         "Metric values are per-candidate means over its simulated futures; a candidate whose futures all failed "
         "has no value and is counted as failed, not scored 0.",
         "",

@@ -23,13 +23,12 @@ from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
 from collabloop.report.collaboration import compare_splits, read_splits
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
-from collabloop.stats import bootstrap_ci
+from collabloop.stats import BOOTSTRAP_RESAMPLES, bootstrap_ci
 
 logger = logging.getLogger(__name__)
 
 # Intervals of the training-candidate metrics; the evaluation brings its own (summary.json).
 CONFIDENCE = 0.95
-BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
 # The model folder is a stage output like the JSONL files: `model/` beside `model.meta.json`.
@@ -57,7 +56,7 @@ def is_number(value) -> bool:
 
 
 def _ci(values: list[float]) -> dict:
-    return bootstrap_ci(values, confidence=CONFIDENCE, num_samples=BOOTSTRAP_SAMPLES, seed=BOOTSTRAP_SEED)
+    return bootstrap_ci(values, confidence=CONFIDENCE, num_samples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
 
 
 def _iteration_dirs(run_dir: Path) -> dict[int, Path]:
