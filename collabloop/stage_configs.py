@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
 from collabloop.config_error import ConfigError
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
+from collabloop.stats import BOOTSTRAP_RESAMPLES
 
 # The embedded model (setup.sh makes it), and where the run's own vLLM server serves a local model.
 EMBEDDED_MODEL = "models/SmolLM2-135M-Instruct"
@@ -382,7 +383,7 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, Shard
         default_factory=lambda: ["accuracy", "interactivity", "token_amount"],
     )
     confidence: float = _help("Level of the bootstrap confidence intervals in the summary.", default=0.95)
-    bootstrap_samples: int = _help("Bootstrap resamples per interval.", default=1000)
+    bootstrap_samples: int = _help("Bootstrap resamples per interval.", default=BOOTSTRAP_RESAMPLES)
     batch_size: int = _help("Conversations per batch; also the unit of resumption.", default=64)
 
     def __post_init__(self):
