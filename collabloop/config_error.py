@@ -4,3 +4,11 @@
 
 class ConfigError(ValueError):
     """A config value or key that cannot be used."""
+
+
+def at_least(config: object, minimum: float, *names: str) -> None:
+    """Refuse the first of the fields `names` of `config` whose value is below `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")

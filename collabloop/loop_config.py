@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collabloop.config_error import ConfigError
+from collabloop.config_error import ConfigError, at_least
 from collabloop.stage_configs import EMBEDDED_MODEL, SERVED_NAME, SERVER_PORT, _check_budget, _help
 
 
@@ -84,8 +84,7 @@ class LoopConfig:
 
     def __post_init__(self):
         _check_budget(self.max_cost_usd)
-        if self.num_iterations < 0:
-            raise ConfigError(f"num_iterations must be >= 0, got {self.num_iterations}")
+        at_least(self, 0, "num_iterations")
         if self.num_iterations == 0 and not self.eval_tasks:
             raise ConfigError("num_iterations is 0 (evaluate the initial model, no training) but eval_tasks is empty; "
                               "set loop.eval_tasks to a task file")
@@ -103,10 +102,7 @@ class LoopConfig:
             )
         if self.reference not in ("initial", "previous"):
             raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
-        if self.num_processes < 0:
-            raise ConfigError(f"num_processes must be >= 0, got {self.num_processes}")
-        if self.num_shards < 0:
-            raise ConfigError(f"num_shards must be >= 0, got {self.num_shards}")
+        at_least(self, 0, "num_processes", "num_shards")
 
     @property
     def online(self) -> bool:

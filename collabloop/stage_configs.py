@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
-from collabloop.config_error import ConfigError
+from collabloop.config_error import ConfigError, at_least
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
 from collabloop.stats import BOOTSTRAP_RESAMPLES
 
@@ -109,17 +109,14 @@ class RemoteCallArgs:
     )
 
     def _check_remote(self) -> None:
-        if self.llm_max_concurrency < 1:
-            raise ConfigError(f"llm_max_concurrency must be >= 1, got {self.llm_max_concurrency}")
+        at_least(self, 1, "llm_max_concurrency")
         if self.llm_timeout_s <= 0:
             raise ConfigError(f"llm_timeout_s must be > 0, got {self.llm_timeout_s}")
-        if self.llm_max_retries < 0:
-            raise ConfigError(f"llm_max_retries must be >= 0, got {self.llm_max_retries}")
+        at_least(self, 0, "llm_max_retries")
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
         _check_budget(self.max_cost_usd)
-        if self.local_max_model_len < 16:
-            raise ConfigError(f"local_max_model_len must be >= 16, got {self.local_max_model_len}")
+        at_least(self, 16, "local_max_model_len")
         if not 0 < self.local_gpu_memory_utilization < 1:
             raise ConfigError(
                 f"local_gpu_memory_utilization must be in (0, 1), got {self.local_gpu_memory_utilization}"
@@ -151,12 +148,10 @@ class PolicyArgs:
     )
 
     def _check_policy(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        at_least(self, 0, "temperature")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        at_least(self, 1, "max_new_tokens")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
         if not 0 < self.gpu_memory_utilization < 1:
@@ -176,8 +171,7 @@ class ShardArgs:
     shard_index: int = _help("Which shard this process runs: 0 .. num_shards-1.", default=0)
 
     def _check_shard(self) -> None:
-        if self.num_shards < 1:
-            raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
+        at_least(self, 1, "num_shards")
         if not 0 <= self.shard_index < self.num_shards:
             raise ConfigError(
                 f"shard_index must be in 0..{self.num_shards - 1} (num_shards={self.num_shards}), "
@@ -203,8 +197,7 @@ class ContextsConfig(SimulatorArgs, RemoteCallArgs):
     def __post_init__(self):
         self._check_remote()
         self._check_simulator()
-        if self.max_turns < 1:
-            raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
+        at_least(self, 1, "max_turns")
         if self.max_tasks is not None and self.max_tasks < 1:
             raise ConfigError(f"max_tasks must be >= 1 or null, got {self.max_tasks}")
 
@@ -245,8 +238,7 @@ class GenerateConfig(PolicyArgs, ShardArgs):
         if self.collaborative_candidates and not (self.collaborative_system_prompt or self.collaborative_reply_opening):
             raise ConfigError("collaborative_candidates > 0 but collaborative_system_prompt and "
                               "collaborative_reply_opening are both empty; set one of them, or set 0")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -268,12 +260,9 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
         self._check_policy()
         self._check_remote()
         self._check_simulator()
-        if self.num_futures < 1:
-            raise ConfigError(f"num_futures must be >= 1, got {self.num_futures}")
-        if self.window_turns < 0:
-            raise ConfigError(f"window_turns must be >= 0, got {self.window_turns}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "num_futures")
+        at_least(self, 0, "window_turns")
+        at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -320,8 +309,7 @@ class JudgeArgs:
             raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
         if "rm_score" in metric_names and not self.reward_model:
             raise ConfigError("the metrics use rm_score but reward_model is empty; set reward_model to a model folder")
-        if self.reward_batch_size < 1:
-            raise ConfigError(f"reward_batch_size must be >= 1, got {self.reward_batch_size}")
+        at_least(self, 1, "reward_batch_size")
 
 
 @dataclass
@@ -351,8 +339,7 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs, ShardArgs):
         self._check_judge(self.metric_weights)
         if self.term_cap <= 0:
             raise ConfigError(f"term_cap must be > 0, got {self.term_cap}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -396,16 +383,10 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, Shard
         if "turns" in self.metrics:
             raise ConfigError("metrics must not name 'turns': it is always reported")
         self._check_judge(self.metrics)
-        if self.max_turns < 1:
-            raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
-        if self.num_samples < 1:
-            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
+        at_least(self, 1, "max_turns", "num_samples")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
-        if self.bootstrap_samples < 1:
-            raise ConfigError(f"bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "bootstrap_samples", "batch_size")
 
 
 @dataclass
@@ -440,5 +421,4 @@ class PairsConfig:
     def __post_init__(self):
         if self.strategy not in self.STRATEGIES:
             raise ConfigError(f"strategy must be one of {list(self.STRATEGIES)}, got {self.strategy!r}")
-        if self.min_margin < 0:
-            raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
+        at_least(self, 0, "min_margin")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from collabloop.config_error import ConfigError
+from collabloop.config_error import ConfigError, at_least
 from collabloop.stage_configs import (
     DEFAULT_METRIC_WEIGHTS,
     EMBEDDED_MODEL,
@@ -36,8 +36,7 @@ class LoraArgs:
     )
 
     def _check_lora(self) -> None:
-        if self.lora_r < 1:
-            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+        at_least(self, 1, "lora_r")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
@@ -186,7 +185,5 @@ class GRPOArgs(LoraArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs):
         if not self.metric_weights:
             raise ConfigError("metric_weights is empty; name at least one metric")
         self._check_judge(self.metric_weights)
-        if self.num_futures < 1:
-            raise ConfigError(f"num_futures must be >= 1, got {self.num_futures}")
-        if self.window_turns < 0:
-            raise ConfigError(f"window_turns must be >= 0, got {self.window_turns}")
+        at_least(self, 1, "num_futures")
+        at_least(self, 0, "window_turns")

@@ -18,7 +18,7 @@ import random
 
 from make_math_phrasings import HELD_OUT_TEMPLATES as PHRASING_HELD_OUT_TEMPLATES
 from make_math_phrasings import ITEMS, NAMES, addition_task
-from task_files import write_task_files
+from task_files import write_phrasings
 
 # {a} the first amount, {b} the amount added; "some"/"a few" stand in for the one left out.
 TRAIN_TEMPLATES = [
@@ -50,11 +50,7 @@ def make_tasks(prefix: str, templates: list[str], count: int, rng: random.Random
 
 
 def main() -> None:
-    rng = random.Random(0)
-    write_task_files({
-        "collab_train": make_tasks("collab-train", TRAIN_TEMPLATES, NUM_TRAIN, rng),
-        "collab_heldout": make_tasks("collab-heldout", HELD_OUT_TEMPLATES, NUM_HELD_OUT, rng),
-    })
+    write_phrasings("collab", make_tasks, TRAIN_TEMPLATES, HELD_OUT_TEMPLATES, NUM_TRAIN, NUM_HELD_OUT)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ rerun to regenerate:
 
 import random
 
-from task_files import write_task_files
+from task_files import write_phrasings
 
 NAMES = ["Sam", "Mia", "Leo", "Ana", "Tom", "Eva", "Ben", "Zoe", "Max", "Ivy", "Kai", "Lua", "Noa", "Ada"]
 ITEMS = ["apples", "pens", "books", "cards", "stickers", "coins", "shells", "cookies", "marbles", "stamps",
@@ -55,11 +55,7 @@ def addition_task(task_id: str, question: str, a: int, b: int, opening: str | No
 
 
 def main() -> None:
-    rng = random.Random(0)
-    write_task_files({
-        "math_train": make_tasks("math-train", TRAIN_TEMPLATES, NUM_TRAIN, rng),
-        "math_heldout": make_tasks("math-heldout", HELD_OUT_TEMPLATES, NUM_HELD_OUT, rng),
-    })
+    write_phrasings("math", make_tasks, TRAIN_TEMPLATES, HELD_OUT_TEMPLATES, NUM_TRAIN, NUM_HELD_OUT)
 
 
 if __name__ == "__main__":

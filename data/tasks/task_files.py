@@ -1,6 +1,7 @@
 """Writing task files, for the scripts of this folder."""
 
 import json
+import random
 from pathlib import Path
 
 
@@ -18,3 +19,14 @@ def write_task_files(parts: dict[str, list[dict]]) -> None:
             for task in tasks:
                 f.write(json.dumps(task) + "\n")
         print(f"wrote {len(tasks)} tasks to {out / name}.jsonl")
+
+
+def write_phrasings(name: str, make_tasks, train_templates: list[str], held_out_templates: list[str],
+                    num_train: int, num_held_out: int) -> None:
+    """`<name>_train.jsonl` from the training wordings, `<name>_heldout.jsonl` from the held-out ones, drawn
+    in that order from one seeded generator."""
+    rng = random.Random(0)
+    write_task_files({
+        f"{name}_train": make_tasks(f"{name}-train", train_templates, num_train, rng),
+        f"{name}_heldout": make_tasks(f"{name}-heldout", held_out_templates, num_held_out, rng),
+    })
