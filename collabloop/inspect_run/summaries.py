@@ -18,9 +18,6 @@ from collabloop.stage import meta_path_for, read_meta
 
 logger = logging.getLogger(__name__)
 
-# Files of one iteration in pipeline order; other .jsonl files (evaluation outputs) follow by name.
-PIPELINE_FILES = tuple(f"{name}.jsonl" for name in iteration_files())
-
 
 def summarize_file(path: str | Path) -> dict:
     """Kind, record count, fields, meta status/counts and per-kind statistics of one .jsonl file."""
@@ -75,7 +72,8 @@ def summarize_folder(folder: Path, name: str, *, subfolders: bool = True) -> dic
     """Every stage output in a folder (and, with `subfolders`, one level down: eval/, model/)."""
     patterns = ("*.jsonl", "*/*.jsonl") if subfolders else ("*.jsonl",)
     found = {p for pattern in patterns for p in folder.glob(pattern)}
-    in_pipeline = [folder / n for n in PIPELINE_FILES if folder / n in found]
+    # Files of one iteration in pipeline order; other .jsonl files (evaluation outputs) follow by name.
+    in_pipeline = [folder / f"{n}.jsonl" for n in iteration_files() if folder / f"{n}.jsonl" in found]
     jsonl_files = in_pipeline + sorted(found - set(in_pipeline))
     entries = [{"label": str(p.relative_to(folder)), "summary": summarize_file(p)} for p in jsonl_files]
     if subfolders:
