@@ -186,6 +186,13 @@ class ContextsConfig(SimulatorArgs, RemoteCallArgs):
     tasks_path: str = _help("Task set (JSONL, one task a line).", default="data/tasks/math_demo_train.jsonl")
     output_path: str = _help("Where to write the contexts (JSONL).", default="contexts.jsonl")
     max_tasks: int | None = _help("Use only the first N tasks (null: all).", default=None)
+    tasks_per_iteration: int | None = _help(
+        "Open N tasks in each training iteration, the next N each time (iteration i takes tasks (i-1)N .. iN-1, "
+        "from the start again past the end), so every iteration's pairs come from the current policy on prompts "
+        "it has not trained on: many small iterations approach online DPO. Null: every task, every iteration. "
+        "Iteration 0 (the held-out openings) always opens every task.",
+        default=None,
+    )
     iteration: int = _help("Iteration number; part of the simulator's sampling key.", default=1)
     continue_from: str = _help(
         "Rewards of the previous iteration: also continue each conversation with its best candidate and the "
@@ -198,8 +205,9 @@ class ContextsConfig(SimulatorArgs, RemoteCallArgs):
         self._check_remote()
         self._check_simulator()
         at_least(self, 1, "max_turns")
-        if self.max_tasks is not None and self.max_tasks < 1:
-            raise ConfigError(f"max_tasks must be >= 1 or null, got {self.max_tasks}")
+        for name in ("max_tasks", "tasks_per_iteration"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
 
 
 @dataclass

@@ -50,6 +50,17 @@ def continue_conversation(record: Rewarded, max_turns: int) -> tuple[Context | N
     return Context(id=f"{record.task_id}/turn{turn}", task_id=record.task_id, prompt=prompt, turn=turn), "continued"
 
 
+def tasks_of(tasks: list[Task], cfg: ContextsConfig) -> list[Task]:
+    """The tasks this iteration opens: the first max_tasks, then this iteration's slice of tasks_per_iteration."""
+    if cfg.max_tasks is not None:
+        tasks = tasks[: cfg.max_tasks]
+    n = cfg.tasks_per_iteration
+    if n is None or cfg.iteration == 0 or n >= len(tasks):
+        return tasks
+    start = (cfg.iteration - 1) * n % len(tasks)
+    return (tasks + tasks)[start:start + n]
+
+
 def run(cfg: ContextsConfig) -> dict | None:
     inputs = {"tasks": cfg.tasks_path}
     if cfg.continue_from:
@@ -58,9 +69,7 @@ def run(cfg: ContextsConfig) -> dict | None:
                      code=("simulate.openings", "collabloop.simulator", "collabloop.rewards"))
     if stage.up_to_date():
         return None
-    tasks = read_tasks(cfg.tasks_path)
-    if cfg.max_tasks is not None:
-        tasks = tasks[: cfg.max_tasks]
+    tasks = tasks_of(read_tasks(cfg.tasks_path), cfg)
     done = stage.begin()
     stage.counts["records_in"] = len(tasks)
     stage.counts["resumed"] = len(done)

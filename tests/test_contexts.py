@@ -150,3 +150,22 @@ def test_task_lines_and_texts_beyond_the_limits_are_refused_before_they_are_held
     path.write_bytes((json.dumps(good) + "\n").encode() + b'{"id": "caf\xe9"}\n')
     with pytest.raises(RecordError, match=r"latin1.jsonl:2: field '<line>': not UTF-8 \(byte 12\)"):
         read_tasks(path)
+
+
+def test_tasks_per_iteration_opens_the_next_slice_each_iteration_and_every_held_out_task(tmp_path):
+    from collabloop.jsonl import read_records
+    from collabloop.records import Context
+    from collabloop.stage_configs import ContextsConfig
+    from simulate.openings import run as make_contexts
+    from tests.conftest import math_task, write_jsonl
+
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [math_task(i, 2, i) for i in range(5)])  # openings given
+    opened = {}
+    for iteration in (0, 1, 2, 3):
+        out = tmp_path / f"iter_{iteration}" / "contexts.jsonl"
+        make_contexts(ContextsConfig(tasks_path=str(tasks), output_path=str(out), iteration=iteration,
+                                     tasks_per_iteration=2))
+        opened[iteration] = [c.task_id for c in read_records(out, Context)]
+    ids = [f"t{i}" for i in range(5)]
+    assert opened[0] == ids  # the held-out openings: every task
+    assert [opened[i] for i in (1, 2, 3)] == [ids[0:2], ids[2:4], [ids[4], ids[0]]]  # the next 2, around the end
