@@ -4,7 +4,9 @@
 
 Reads JSON, JSONL or parquet rows with the columns prompt, completion,
 conv_id, score, turn_id, single_turn_prompt, single_turn_completion,
-single_turn_metadata (and optionally sessions, rewards), and writes:
+single_turn_metadata (and optionally sessions, rewards), or CollabLLM's local
+nested export (a conversation per object, its `turns` each a prompt and scored
+`responses`), and writes:
 
 - tasks.jsonl     one task per conversation (goal: single_turn_prompt,
                   reference: single_turn_completion, prompt: the dataset's own
@@ -50,8 +52,10 @@ def read_rows(path: str | Path) -> list[dict]:
 
         return pq.read_table(path).to_pylist()
     text = path.read_text()
+    if text.lstrip().startswith(("[", "{")) and path.suffix == ".json":
+        return flatten_nested(json_rows(json.loads(text), path), str(path))
     if text.lstrip().startswith("["):
-        return json.loads(text)
+        return flatten_nested(json.loads(text), str(path))
     rows = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if line.strip():
@@ -59,7 +63,54 @@ def read_rows(path: str | Path) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise RecordError(f"{path}:{line_no}", "<line>", f"not valid JSON ({e.msg})") from None
-    return rows
+    return flatten_nested(rows, str(path))
+
+
+def json_rows(data, path: Path) -> list:
+    """A .json file as CollabLLM's loader reads it: a list of rows, {"data": [...]}, or splits of rows
+    ({"train": [...], "eval": [...]}, concatenated)."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        return data["data"]
+    if isinstance(data, dict) and any(isinstance(v, list) for v in data.values()):
+        return [row for v in data.values() if isinstance(v, list) for row in v]
+    raise RecordError(str(path), "<file>", "expected a list of rows, {\"data\": [...]} or {\"train\": [...], ...}")
+
+
+def flatten_nested(rows: list, source: str) -> list[dict]:
+    """CollabLLM's local nested export (one object per conversation: single_turn_prompt, single_turn_completion,
+    single_turn_metadata and `turns`, each turn a `prompt` and its scored `responses`) as the flat rows its
+    published tables hold; a conversation's conv_id is its position, as CollabLLM's loader numbers it. Flat
+    rows pass unchanged."""
+    if not rows or not isinstance(rows[0], dict) or "turns" not in rows[0]:
+        return rows
+    flat = []
+    for conv_id, conversation in enumerate(rows):
+        where = f"{source}:conversation {conv_id}"
+        if not isinstance(conversation, dict):
+            raise RecordError(where, "<row>", f"expected an object, got {type(conversation).__name__}")
+        for key in ("turns", *SINGLE_TURN, "single_turn_metadata"):
+            if key not in conversation:
+                raise RecordError(where, key, "missing (a nested conversation has turns and the single_turn_* fields)")
+        if not isinstance(conversation["turns"], list):
+            raise RecordError(where, "turns", "expected a list of turns")
+        for t, turn in enumerate(conversation["turns"]):
+            at = f"{where}, turns[{t}]"
+            if not isinstance(turn, dict) or not isinstance(turn.get("prompt"), list):
+                raise RecordError(at, "prompt", "missing or not a list of messages")
+            if not isinstance(turn.get("responses"), list):
+                raise RecordError(at, "responses", "missing or not a list of {completion, score}")
+            for r, response in enumerate(turn["responses"]):
+                for key in ("completion", "score"):
+                    if not isinstance(response, dict) or key not in response:
+                        raise RecordError(f"{at}, responses[{r}]", key, "missing")
+                flat.append({
+                    "prompt": turn["prompt"], "completion": response["completion"], "conv_id": conv_id,
+                    "score": response["score"], "turn_id": len(turn["prompt"]),
+                    **{key: conversation[key] for key in (*SINGLE_TURN, "single_turn_metadata")},
+                })
+    return flat
 
 
 def _as_text(value) -> str:

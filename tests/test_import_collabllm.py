@@ -84,3 +84,35 @@ def test_schema_errors_name_the_row_and_column(tmp_path):
         convert([ROWS[1], bad], "data.jsonl", "math")
     with pytest.raises(RecordError, match=r"row 0: field 'score': expected a finite number"):
         convert([{**ROWS[0], "score": "high"}], "data.jsonl", "math")
+
+
+def nested(rows: list[dict]) -> list[dict]:
+    """The rows as CollabLLM's local nested export holds them: a conversation per object, each turn a prompt and
+    its scored responses."""
+    conversations: dict = {}
+    for r in rows:
+        conversation = conversations.setdefault(r["conv_id"], {
+            **{k: r[k] for k in ("single_turn_prompt", "single_turn_completion", "single_turn_metadata")},
+            "turns": {}})
+        turn = conversation["turns"].setdefault(r["turn_id"], {"prompt": r["prompt"], "responses": []})
+        turn["responses"].append({"completion": r["completion"], "score": r["score"]})
+    return [{**c, "turns": list(c["turns"].values())} for c in conversations.values()]
+
+
+@pytest.mark.parametrize("layout", ["list", "splits"])
+def test_the_nested_export_imports_as_its_flat_rows_do(tmp_path, layout):
+    flat = tmp_path / "data.jsonl"
+    flat.write_text("".join(json.dumps({**r, "conv_id": 0 if r["conv_id"] == 7 else 1}) + "\n" for r in ROWS))
+    conversations = nested(ROWS)
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(conversations if layout == "list" else
+                               {"train": conversations[:1], "eval": conversations[1:]}))
+    assert convert(read_rows(path), str(path), "math") == convert(read_rows(flat), str(path), "math")
+    tasks, contexts, pairs, sft, _ = convert(read_rows(path), str(path), "math")
+    assert [t.id for t in tasks] == ["data-0", "data-1"] and len(contexts) == 3
+    assert pairs[0].chosen[0]["content"] == "Which variable?" and sft[0].messages[-1]["content"] == "So it is 42."
+
+    del conversations[1]["turns"][0]["responses"][0]["score"]
+    path.write_text(json.dumps(conversations))
+    with pytest.raises(RecordError, match=r"data.json:conversation 1, turns\[0\], responses\[0\]: field 'score'"):
+        read_rows(path)
