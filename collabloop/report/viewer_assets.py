@@ -217,8 +217,9 @@ VIEWER_JS = r""""use strict";
 
   function pairText(pair) {
     if (!pair) return "No pair was built from this context (see the pairs stage's counts for why).";
-    return "Pair: chosen candidate " + pair.chosen + " (reward " + fmt(pair.chosen_reward) + ") over candidate " +
-      pair.rejected + " (reward " + fmt(pair.rejected_reward) + "), margin " + fmt(pair.margin) + ".";
+    function name(k) { return k === null ? "a reply matching no candidate" : "candidate " + k; }
+    return "Pair: chosen " + name(pair.chosen) + " (reward " + fmt(pair.chosen_reward) + ") over " +
+      name(pair.rejected) + " (reward " + fmt(pair.rejected_reward) + "), margin " + fmt(pair.margin) + ".";
   }
 
   function metricTable(metrics) {
