@@ -63,13 +63,19 @@ def _task_info(paths: list[str], notes: list[str]) -> dict[str, dict]:
 
 
 def _filters(tasks: dict[str, dict]) -> dict[str, list[str]]:
-    """{field: [values]} of the scalar metadata fields few enough values to filter by, sorted."""
+    """{field: [values]} of the category fields of the tasks' metadata (strings, true/false, null) with few
+    enough values to filter by, sorted. A field holding a number anywhere is a measure (an operand, a
+    length), not a category; one holding a list or object is content."""
     values: dict[str, set[str]] = {}
+    numeric_or_content: set[str] = set()
     for info in tasks.values():
         for name, value in info["metadata"].items():
-            if value is None or isinstance(value, (str, int, float, bool)):
+            if value is None or isinstance(value, (str, bool)):
                 values.setdefault(name, set()).add(filter_value(value))
-    return {name: sorted(vs) for name, vs in sorted(values.items()) if len(vs) <= MAX_FILTER_VALUES}
+            else:
+                numeric_or_content.add(name)
+    return {name: sorted(vs) for name, vs in sorted(values.items())
+            if name not in numeric_or_content and len(vs) <= MAX_FILTER_VALUES}
 
 
 def filter_value(value) -> str:
