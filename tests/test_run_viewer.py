@@ -22,9 +22,11 @@ from collabloop.report.html import js_literal
 from dpo_iteration.pairing import make_pair
 from tests.cdp import BINARIES, Chromium, find_chromium
 from tests.conftest import REPO, write_jsonl
-from tests.test_report import PNG_SIGNATURE, _write_eval, _write_iteration
+from tests.test_report import PNG_SIGNATURE, _rewarded, _write_eval, _write_iteration
 
 DEMO_RUN = REPO / "data" / "runs" / "demo"
+# "Thousands of contexts open in a few seconds" (the viewer's data comes in chunks, its list in pages).
+BIG_RUN_CONTEXTS = 3000
 SCRIPT = "<script>window.__pwned=1</script>"
 IMAGE = "<img src=x onerror=\"window.__pwned=2\">"
 HOSTILE = f"Here is my answer: {SCRIPT} and {IMAGE}\u2028(a line separator) </script><!--"
@@ -197,3 +199,29 @@ def test_viewer_on_demo_run(tmp_path):
         page.evaluate("document.querySelector('#list li').click()")
         page.wait_until("document.querySelector('#detail .side-by-side .conversation')")
         assert page.errors() == []
+
+
+@needs_chromium
+def test_viewer_of_thousands_of_contexts_opens_in_seconds(tmp_path):
+    run = tmp_path / "runs" / "big"
+    records = [Rewarded.from_dict(_rewarded(f"t{n}/turn0", [1.9, 0.9, 1.1], [1.0, 0.0, 0.0]), f"record {n}")
+               for n in range(BIG_RUN_CONTEXTS)]
+    write_jsonl(run / "iter_1" / "rewards.jsonl", [r.to_dict() for r in records])
+    write_jsonl(run / "iter_1" / "pairs.jsonl", [make_pair(r, 0.0, Counter()).to_dict() for r in records])
+    write_report(run, tmp_path / "report")
+    assert len(list((tmp_path / "report" / "viewer").glob("iter_1_*.js"))) == BIG_RUN_CONTEXTS // 100
+    with Chromium.start(find_chromium(), tmp_path / "browser") as page:
+        started = time.monotonic()
+        page.open((tmp_path / "report" / "index.html").as_uri())
+        page.wait_until("document.querySelectorAll('#list li').length === 50")
+        shown = time.monotonic() - started
+        assert page.evaluate("document.querySelector('#pager .count').textContent") == (
+            f"1–50 of {BIG_RUN_CONTEXTS} ({BIG_RUN_CONTEXTS} in all)")
+        last = f"t{BIG_RUN_CONTEXTS - 1}/turn0"
+        page.evaluate(f"(q => {{ q.value = '{last}'; q.dispatchEvent(new Event('input')); }})"
+                      "(document.getElementById('search'))")
+        page.evaluate("document.querySelector('#list li').click()")
+        page.wait_until("document.querySelectorAll('#detail .candidate').length === 3")
+        opened = time.monotonic() - started
+        assert page.errors() == []
+    assert shown < 5 and opened < 8, f"list shown after {shown:.1f} s, the last context open after {opened:.1f} s"
