@@ -17,12 +17,13 @@ import pytest
 
 from collabloop.jsonl import read_records
 from collabloop.records import EvalConversation, Rewarded, Task
-from collabloop.report import write_report
+from collabloop.report import collect, write_report
 from collabloop.report.html import js_literal
+from collabloop.report.viewer_data import viewer_data
 from dpo_iteration.pairing import make_pair
 from tests.cdp import BINARIES, Chromium, find_chromium
 from tests.conftest import REPO, write_jsonl
-from tests.test_report import PNG_SIGNATURE, _rewarded, _write_eval, _write_iteration
+from tests.test_report import PNG_SIGNATURE, _rewarded, _write_conversations, _write_eval, _write_iteration
 
 DEMO_RUN = REPO / "data" / "runs" / "demo"
 # "Thousands of contexts open in a few seconds" (the viewer's data comes in chunks, its list in pages).
@@ -86,6 +87,18 @@ def test_js_literal_cannot_end_a_script_and_reads_back():
     for unsafe in ("<", ">", "&", "\u2028", "\u2029"):
         assert unsafe not in text
     assert json.loads(text) == value
+
+
+def test_viewer_data_pairs_samples_of_an_opening_across_iterations(viewer_run):
+    _write_conversations(viewer_run / "iter_0" / "eval", {"accuracy": {"t0": [0.0, 1.0], "t1": [1.0, 1.0]}})
+    _write_conversations(viewer_run / "iter_2" / "eval", {"accuracy": {"t0": [1.0, 1.0], "t1": [1.0, None]}})
+    evaluation = viewer_data(collect(viewer_run), viewer_run)["evaluation"]
+    assert (evaluation["iterations"], evaluation["metric"]) == ([0, 2], "accuracy")
+    rows = {r["id"]: r for r in evaluation["rows"]}
+    assert rows["t0"]["means"] == {0: 0.5, 2: 1.0} and rows["t0"]["outcome"] == "better"
+    assert rows["t1"]["diffs"] == {2: 0.0} and rows["t1"]["outcome"] == "unchanged"  # a failed value is left out
+    t0 = next(d for d in evaluation["details"] if d["id"] == "t0")
+    assert [c["id"] for c in t0["conversations"][2]] == ["t0/sample0", "t0/sample1"]
 
 
 def test_viewer_files_are_safe_deterministic_and_not_stale(viewer_run, tmp_path):

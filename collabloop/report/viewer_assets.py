@@ -265,6 +265,9 @@ VIEWER_JS = r""""use strict";
     const head = add(el("div", "cand-head"),
       el("strong", null, "#" + rank + " · candidate " + candidate.k + " · reward " + fmt(candidate.reward)));
     if (role) add(head, badge(role + " · margin " + fmt(pair.margin), role));
+    for (const p of candidate.future_pairs) {
+      add(head, badge("its futures' replies paired · margin " + fmt(p.margin), "future-pair"));
+    }
     add(card, head, metricTable(candidate.metrics), messages([["assistant", candidate.text]]));
     if (candidate.futures) {
       const futures = el("details", "futures");
