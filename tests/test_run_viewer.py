@@ -149,6 +149,10 @@ def test_viewer_in_chromium(viewer_run, tmp_path):
         page.wait_until("document.querySelectorAll('#list li').length === 3")
         assert page.errors() == []
         assert "Headline:" in page.evaluate("document.getElementById('headline').textContent")
+        page.evaluate("document.getElementById('plots').open = true")
+        page.wait_until("Array.from(document.querySelectorAll('#plots img')).every(i => i.complete)")
+        plots = page.evaluate("Array.from(document.querySelectorAll('#plots img')).map(i => i.naturalWidth)")
+        assert len(plots) >= 4 and all(width >= 300 for width in plots), plots
         views = page.evaluate("Array.from(document.querySelectorAll('#views button')).map(b => b.textContent)")
         assert views == ["Training iteration 1", "Training iteration 2", "Evaluation: iteration 0 vs 2"]
 

@@ -9,7 +9,8 @@ rewards, pairs and held-out conversations, opened from the file system (no serve
 The data files are JavaScript that assigns to a global (`RV_INDEX`, `RV_CHUNKS`): Chromium blocks
 fetch() of file:// URLs but not script tags. Model text is data, never markup: the JSON escapes `<`, `>`,
 `&` and U+2028/2029, the page writes text with textContent only, and its Content-Security-Policy runs
-no inline script or handler. The same run gives the same bytes (no time, sorted nothing left to chance).
+no inline script or handler. The same run gives the same bytes (nothing time-dependent, every list in the
+run's own order).
 """
 
 from __future__ import annotations

@@ -188,8 +188,9 @@ def _mean(values: list) -> float | None:
 def _evaluation(run_dir: Path, evaluated: list[int], weights: dict[str, float]) -> dict | None:
     """Every held-out opening with its conversations per evaluated iteration, and how the task metric moved."""
     per_iteration: dict[int, dict[str, list[EvalConversation]]] = {}
+    output = next(s.output for s in record_stages().values() if RECORD_TYPES.get(s.kind) is EvalConversation)
     for i in evaluated:
-        path = run_dir / f"iter_{i}" / record_stages()["evaluate"].output
+        path = run_dir / f"iter_{i}" / output
         if path.is_file():
             for record in read_records(path, EvalConversation):
                 per_iteration.setdefault(i, {}).setdefault(_opening(record.id)[0], []).append(record)
