@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="compare two runs' last evaluations task by task (B − A), e.g. a single-turn reward "
                            "run and a multiturn-aware one")
     parser.add_argument("--output_dir", default=None,
-                        help="where report.md and the plots go (default: RUN_DIR/report); with --compare, where "
-                             "compare.md goes (default: RUN_B/report/compare_<name of RUN_A>)")
+                        help="where report.md, index.html and the plots go (default: RUN_DIR/report); with --compare, "
+                             "where compare.md goes (default: RUN_B/report/compare_<name of RUN_A>)")
     args = parser.parse_args(argv)
     if args.compare:
         path = write_compare(*args.compare, args.output_dir)
