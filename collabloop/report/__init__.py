@@ -16,7 +16,11 @@ writes `<output_dir>/report.md` and the PNG plots it links:
    means with bootstrap intervals (training candidates, and evaluation when
    present), training curves from each iteration's `log_history`;
 3. a table of counts, failures and seconds per stage and iteration, from the
-   stages' meta files and `metrics.json`, and what the simulated users did.
+   stages' meta files and `metrics.json`, and what the simulated users did;
+
+and `<output_dir>/index.html`, a page to browse the run in a browser (report/html.py): each context's
+candidates ranked by reward, their metrics and simulated futures, the pair built from them, and each
+held-out opening played by iteration 0 and the later iterations side by side.
 
     python -m collabloop.report --compare RUN_A RUN_B [--output_dir DIR]
 
@@ -41,6 +45,7 @@ from pathlib import Path
 
 from collabloop.jsonl import atomic_file
 from collabloop.report.compare import write_compare
+from collabloop.report.html import write_viewer
 from collabloop.report.markdown import render_markdown
 from collabloop.report.plots import PLOTS
 from collabloop.report.reading import collect
@@ -51,11 +56,13 @@ logger = logging.getLogger(__name__)
 
 
 def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
-    """Collect, plot, and write report.md (last, atomically); returns its path."""
+    """Collect, plot, write the run viewer (index.html) and report.md (last, atomically); returns report.md's path."""
     data = collect(run_dir)
     output_dir = Path(output_dir) if output_dir is not None else Path(run_dir) / "report"
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = {name: plot(data, output_dir / f"{name}.png") for name, (plot, _) in PLOTS.items()}
+    # The browsable page links the same plots; it goes before report.md, which stays the last file written.
+    write_viewer(data, run_dir, output_dir, figures)
     report_path = output_dir / "report.md"
     with atomic_file(report_path) as f:
         f.write(render_markdown(data, figures))
@@ -80,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="compare two runs' last evaluations task by task (B − A), e.g. a single-turn reward "
                            "run and a multiturn-aware one")
     parser.add_argument("--output_dir", default=None,
-                        help="where report.md and the plots go (default: RUN_DIR/report); with --compare, where "
-                             "compare.md goes (default: RUN_B/report/compare_<name of RUN_A>)")
+                        help="where report.md, index.html and the plots go (default: RUN_DIR/report); with --compare, "
+                             "where compare.md goes (default: RUN_B/report/compare_<name of RUN_A>)")
     args = parser.parse_args(argv)
     if args.compare:
         path = write_compare(*args.compare, args.output_dir)
