@@ -20,6 +20,7 @@ from collabloop.metrics import (
     combine,
     mean_or_none,
     metric_resources,
+    needs_sandbox,
     score_items,
     uses_judge,
 )
@@ -82,7 +83,7 @@ def run(cfg: AnnotateConfig) -> dict | None:
     )
     if stage.up_to_date():
         return None
-    if "pass_rate" in cfg.metric_weights:
+    if needs_sandbox(cfg.metric_weights):
         from collabloop.sandbox import check_available
 
         check_available()  # before any work: code is never run unsandboxed

@@ -19,20 +19,21 @@ from pathlib import Path
 
 from collabloop.config import parse_config
 from collabloop.loop_config import LoopConfig
-from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, JUDGE_METRICS
+from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, METRICS
 from collabloop.pipeline import output_path, record_stages
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
 from collabloop.stage import meta_path_for, read_meta
 from collabloop.stage_configs import EvaluateConfig, SimulateConfig
+from collabloop.task_kinds import TaskKind, kind_scored_by
 
 ROLES = ("policy", "simulator", "judge")
 
 # A task set that is not on this machine yet (a recipe's placeholder path) is assumed to hold this many
-# tasks of this size, in tokens: CollabLLM trained on 500 conversations per task (its Table 5) and tested on
-# 200 MATH problems, 600 BigCodeBench problems and 100 Medium articles; its MediumDocEdit goals hold a whole
-# article.
-ASSUMED_TASKS = {"train": 500, "eval": {"math": 200, "code": 600, "doc": 100},
-                 "goal_tokens": {"math": 150, "code": 400, "doc": 1500}, "opening_tokens": 60}
+# training tasks (CollabLLM trained on 500 conversations per task, its Table 5) with openings of this many
+# tokens; held-out tasks and goal sizes are the task kind's own (`TaskKind.assumed_eval_tasks`,
+# `assumed_goal_tokens`).
+ASSUMED_TRAIN_TASKS = 500
+ASSUMED_OPENING_TOKENS = 60
 
 
 @dataclass
@@ -68,7 +69,7 @@ class TaskSet:
     assumed: bool
 
 
-def task_set(path: str, max_tasks: int | None, kind: str, split: str) -> TaskSet:
+def task_set(path: str, max_tasks: int | None, kind: TaskKind, split: str) -> TaskSet:
     if path and Path(path).is_file():
         from collabloop.jsonl import read_tasks
 
@@ -79,9 +80,9 @@ def task_set(path: str, max_tasks: int | None, kind: str, split: str) -> TaskSet
             sum(tokens(m["content"]) for t in openings for m in t.prompt) / max(1, len(openings)),
             len(tasks) - len(openings), assumed=False,
         )
-    assumed = ASSUMED_TASKS["train"] if split == "train" else ASSUMED_TASKS["eval"][kind]
+    assumed = ASSUMED_TRAIN_TASKS if split == "train" else kind.assumed_eval_tasks
     count = min(assumed, max_tasks or assumed)
-    return TaskSet(count, ASSUMED_TASKS["goal_tokens"].get(kind, 400), ASSUMED_TASKS["opening_tokens"], 0, True)
+    return TaskSet(count, kind.assumed_goal_tokens, ASSUMED_OPENING_TOKENS, 0, True)
 
 
 def _simulator_prompt(goal_tokens: float, fmt: str) -> float:
@@ -96,7 +97,7 @@ def _judge_prompts(metrics, goal_tokens: float) -> list[float]:
             out.append(tokens(INTERACTIVITY_PROMPT))
         elif name == "judge_accuracy":
             out.append(tokens(JUDGE_ACCURACY_PROMPT) + goal_tokens)
-        elif name in JUDGE_METRICS:
+        elif name in METRICS and METRICS[name].uses_judge:
             out.append(tokens(INTERACTIVITY_PROMPT))
     return out
 
@@ -194,8 +195,8 @@ def estimate(config_path: str, run_dir: str | None = None) -> dict:
     loop = parse_config(LoopConfig, "loop", argv)
     # Each stage's config as the stage reads it: who plays each role comes from the run (collabloop.roles).
     sections = {name: parse_config(s.config, name, argv) for name, s in record_stages().items()}
-    kind = "doc" if "bleu" in sections["annotate"].metric_weights else (
-        "code" if "pass_rate" in sections["annotate"].metric_weights else "math")
+    # The kind whose own metric the reward weighs sizes a task file that is not here.
+    kind = kind_scored_by(sections["annotate"].metric_weights)
     tasks = task_set(loop.train_tasks, sections["contexts"].max_tasks, kind, "train")
     evals = task_set(loop.eval_tasks, None, kind, "eval") if loop.eval_tasks else None
     models = {"policy": "local/" + loop.initial_model, "simulator": sections["simulate"].simulator_model,

@@ -36,7 +36,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from collabloop.jsonl import write_records
-from collabloop.records import TASK_KINDS, Context, Pair, RecordError, SFTExample, Task, validate_messages
+from collabloop.records import Context, Pair, RecordError, SFTExample, Task, validate_messages
+from collabloop.task_kinds import TASK_KINDS
 
 REQUIRED = ("prompt", "completion", "conv_id", "score", "turn_id",
             "single_turn_prompt", "single_turn_completion", "single_turn_metadata")

@@ -1,8 +1,7 @@
-"""The metric registry: conversation-level metrics, scored in batches.
+"""The built-in metrics (conversation-level, scored in batches), and the reward that weighs them.
 
-A metric scores a list of `ScoringItem`s (one per simulated future) and
-returns one `MetricValue` per item: a float, or an error that keeps the value
-out of every mean. New metrics register by name with `@register_metric`.
+Each metric registers by name with `@register_metric` (`collabloop.metric_registry`), declaring which
+way is better and what it needs; importing this module registers them all.
 
 The multiturn-aware reward of one future is the weighted sum of its metric
 values, each weighted term clipped to [-term_cap, term_cap] (so the token
@@ -16,42 +15,28 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from collabloop.collaboration import asks_user
-from collabloop.llm_client import LLMClient, Request, ResponseCache, client_for
+from collabloop.llm_client import Request, ResponseCache, client_for
+
+# The registry's names are this module's too: importing them from here also registers the built-in metrics.
+from collabloop.metric_registry import METRICS as METRICS
+from collabloop.metric_registry import Metric as Metric
+from collabloop.metric_registry import (
+    MetricResources,
+    MetricValue,
+    ScoringItem,
+    get_metric,
+    needs_reward_model,
+    register_metric,
+    uses_judge,
+)
+from collabloop.metric_registry import direction as direction
+from collabloop.metric_registry import needs_sandbox as needs_sandbox
 from collabloop.records import Task
+from collabloop.task_kinds import task_kind
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoringItem:
-    task: Task
-    history: list[dict]  # the context the candidate answered
-    window: list[dict]  # the candidate and the simulated turns after it
-
-
-@dataclass
-class MetricValue:
-    value: float | None
-    error: str | None = None
-
-
-@dataclass
-class MetricResources:
-    """What metrics may need; built once per stage."""
-
-    tokenizer: Any = None
-    judge: LLMClient | None = None
-    reward_model: Any = None  # a collabloop.reward_model.RewardModelScorer
-    options: dict = field(default_factory=dict)
-
-
-MetricFn = Callable[[list[ScoringItem], MetricResources], list[MetricValue]]
-METRICS: dict[str, MetricFn] = {}
-JUDGE_METRICS: set[str] = set()  # the registered metrics that call the LLM judge
 
 
 def metric_resources(cfg, cache: ResponseCache | None, metric_names):
@@ -66,7 +51,7 @@ def metric_resources(cfg, cache: ResponseCache | None, metric_names):
             temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
         )
     reward_model = None
-    if "rm_score" in metric_names:
+    if needs_reward_model(metric_names):
         from collabloop.reward_model import RewardModelScorer
 
         reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
@@ -76,31 +61,7 @@ def metric_resources(cfg, cache: ResponseCache | None, metric_names):
     )
 
 
-def register_metric(name: str, uses_judge: bool = False) -> Callable[[MetricFn], MetricFn]:
-    """Register a metric by name; `uses_judge`: it calls the LLM judge (the stage then makes a judge client
-    and opens the LLM cache, and only then)."""
-    def wrap(fn: MetricFn) -> MetricFn:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = fn
-        if uses_judge:
-            JUDGE_METRICS.add(name)
-        return fn
-
-    return wrap
-
-
-def uses_judge(metric_names) -> bool:
-    return any(name in JUDGE_METRICS for name in metric_names)
-
-
-def get_metric(name: str) -> MetricFn:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; registered metrics: {sorted(METRICS)}")
-    return METRICS[name]
-
-
-@register_metric("token_amount")
+@register_metric("token_amount", higher_is_better=False)
 def token_amount(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """Tokens the assistant produced in the window (the candidate and its later turns)."""
     if res.tokenizer is None:
@@ -112,45 +73,46 @@ def token_amount(items: list[ScoringItem], res: MetricResources) -> list[MetricV
     return out
 
 
-@register_metric("accuracy")
+@register_metric("accuracy", higher_is_better=True)
 def accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
-    """1 if the assistant's final answer in the window equals the reference (math-verify), else 0.
+    """1 if the assistant's final answer in the window equals the reference, else 0, both read by the task's
+    kind (math: math-verify); a kind with no short answer (no `read_answer`) is not scored.
 
     The final answer is the last assistant message that states one: a later
     message with no answer in it (a question, small talk) does not erase it, and a
     question that repeats a number of the request is not an answer.
     """
-    from math_verify import parse, verify
-
     out = []
     for item in items:
-        if item.task.task != "math":
-            out.append(MetricValue(None, f"accuracy has no verifier for task kind {item.task.task!r}"))
+        kind = task_kind(item.task.task)
+        if kind.read_answer is None:
+            out.append(MetricValue(None, f"accuracy has no verifier for task kind {kind.name!r} (no read_answer)"))
             continue
-        gold = parse(item.task.reference)
+        gold = kind.read_answer(item.task.reference)
         if not gold:
             out.append(MetricValue(None, f"reference {item.task.reference!r} of task {item.task.id} does not parse"))
             continue
         conversation = [*item.history, *item.window]
         answers = (i for i in reversed(range(len(item.history), len(conversation)))
                    if states_answer(item.task, conversation[i], conversation[:i]))
-        predicted = next((p for i in answers if (p := parse(conversation[i]["content"]))), None)
-        out.append(MetricValue(1.0 if predicted and verify(gold, predicted) else 0.0))
+        predicted = next((p for i in answers if (p := kind.read_answer(conversation[i]["content"]))), None)
+        out.append(MetricValue(1.0 if predicted and kind.answers_match(gold, predicted) else 0.0))
     return out
 
 
 def states_answer(task: Task, message: dict, before: list[dict]) -> bool:
     """Whether an assistant message, written after the messages `before`, states a final answer the task's
-    metric can read (math: a number). A turn that asks the user for something states none, even when it
-    repeats a number of the question ("How many did Tom have before he got 4?")."""
-    if task.task != "math" or message["role"] != "assistant" or asks_user(message["content"], before):
+    kind reads (`TaskKind.read_answer`; math: a number). A turn that asks the user for something states none,
+    even when it repeats a number of the question ("How many did Tom have before he got 4?")."""
+    kind = task_kind(task.task)
+    if not kind.ends_on_answer or message["role"] != "assistant" or asks_user(message["content"], before):
         return False
-    from math_verify import parse
-
-    return bool(parse(message["content"]))
+    return bool(kind.read_answer(message["content"]))
 
 
-@register_metric("ask_rate")
+# Neither better nor worse by itself: asking helps where the opening withholds a fact and costs a turn where
+# it does not (the report splits the tasks by that).
+@register_metric("ask_rate", higher_is_better=None)
 def ask_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """1 if the first assistant turn of the window asks the user for something (`collaboration.asks_user`:
     a question that states no new number and no code), else 0; its mean is the ask rate."""
@@ -178,7 +140,7 @@ def extract_code(window: list[dict]) -> str | None:
     return None
 
 
-@register_metric("pass_rate")
+@register_metric("pass_rate", higher_is_better=True, needs_sandbox=True)
 def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """1 if the assistant's last code block passes the task's tests in the sandbox, else 0.
 
@@ -197,11 +159,9 @@ def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValu
     out: list[MetricValue | None] = []
     for item in items:
         entry = item.task.metadata.get("entry_point")
-        if item.task.task != "code" or not entry:
+        if not entry:  # the tests in `reference` call it: without one there is nothing to check
             jobs.append(None)
-            out.append(
-                MetricValue(None, f"pass_rate needs a code task with metadata.entry_point (task {item.task.id})")
-            )
+            out.append(MetricValue(None, f"pass_rate needs a task with metadata.entry_point (task {item.task.id})"))
             continue
         code = extract_code(item.window)
         if code is None:
@@ -227,7 +187,7 @@ def final_document(window: list[dict]) -> str | None:
     return None
 
 
-@register_metric("bleu")
+@register_metric("bleu", higher_is_better=True)
 def bleu(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """Word-level sentence BLEU (sacrebleu, 13a tokenization) of the final document against the goal
     document, in [0, 1]. (CollabLLM's code feeds raw strings to nltk, which scores characters.)"""
@@ -358,7 +318,7 @@ def ask_judge(
     return out
 
 
-@register_metric("interactivity", uses_judge=True)
+@register_metric("interactivity", higher_is_better=True, uses_judge=True)
 def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0.
 
@@ -412,7 +372,7 @@ def parse_verdict(text: str) -> float | None:
     return _VERDICTS[match.group(1).upper()] if match else None
 
 
-@register_metric("judge_accuracy", uses_judge=True)
+@register_metric("judge_accuracy", higher_is_better=True, uses_judge=True)
 def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge: does the final answer agree with the task's reference? For free-form answers that
     no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""
@@ -425,7 +385,7 @@ def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[Metri
     return ask_judge("judge_accuracy", prompts, res, expected_verdict, parse_verdict, "Yes/No")
 
 
-@register_metric("rm_score")
+@register_metric("rm_score", higher_is_better=True, needs_reward_model=True)
 def rm_score(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """A sequence-classification reward model's score of the whole conversation (context, candidate,
     future), scored in length-sorted batches."""

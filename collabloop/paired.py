@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from collabloop.metrics import direction
 from collabloop.records import EvalConversation
 from collabloop.stats import BOOTSTRAP_RESAMPLES, markdown_table, paired_bootstrap, paired_verdict
 from collabloop.stats import format_number as _fmt
+from collabloop.task_kinds import task_metrics
 
 BASE_ITERATION = 0  # the initial model
-# The metric the headline states: the task's own success measure; else the evaluation's first metric.
-TASK_METRIC = "accuracy"
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 
@@ -86,9 +86,10 @@ def task_mean(values: Mapping[str, Sequence[float]]) -> dict:
 
 
 def task_metric(metrics: Iterable[str]) -> str | None:
-    """The metric a headline states: the task's own success measure when scored, else the first one."""
+    """The metric a headline states: a task kind's own success measure when scored (`TaskKind.task_metric`,
+    the kinds in the order they were registered), else the first one."""
     metrics = list(metrics)
-    return TASK_METRIC if TASK_METRIC in metrics else next(iter(metrics), None)
+    return next((m for m in task_metrics() if m in metrics), next(iter(metrics), None))
 
 
 def compare_iterations(iterations: dict) -> dict[int, dict]:
@@ -116,11 +117,12 @@ def compare_iterations(iterations: dict) -> dict[int, dict]:
     return out
 
 
-def verdict(comparison: dict, weight: float | None) -> str:
-    """better / worse / within noise from the paired interval, in the direction of the metric's reward weight."""
-    said = paired_verdict(comparison, weight)
-    # A metric outside the reward only moved, it is not judged.
-    return f"{said} (no reward weight)" if said in ("higher", "lower") else said
+def verdict(comparison: dict, metric: str) -> str:
+    """better / worse / within noise from the paired interval, in the direction the metric declares
+    (`register_metric(higher_is_better=...)`), whatever the sign of its weight in the reward."""
+    said = paired_verdict(comparison, direction(metric))
+    # A metric that declares no direction (or is none, as turns) only moved: it is not judged.
+    return f"{said} (no declared direction)" if said in ("higher", "lower") else said
 
 
 def n_tasks(n: int) -> str:
@@ -163,7 +165,7 @@ def headline(data: dict) -> str:
         f"**Headline:** {metric}: iteration {last} {_fmt(c['other_mean'])} vs iteration {BASE_ITERATION} "
         f"{_fmt(c['base_mean'])}, paired difference {difference(c)} over {n_tasks(c['n'])} "
         f"({c['base_conversations']} vs {c['other_conversations']} conversations): "
-        f"{verdict(c, data['metric_weights'].get(metric))}"
+        f"{verdict(c, metric)}"
     )
     if left_out:
         line += f" ({n_tasks(left_out)} with a value in only one of the two left out)"
@@ -183,7 +185,8 @@ def section(data: dict) -> list[str]:
         f"counted), and the interval is a {CONFIDENCE:.0%} paired bootstrap over tasks ({BOOTSTRAP_RESAMPLES} "
         f"resamples, seed {BOOTSTRAP_SEED}). The means are over the paired tasks, so they differ from the table "
         "above when a task is left out. A verdict is *better* or *worse* only when the interval excludes 0, in "
-        "the direction of the metric's reward weight; a metric without one is only *higher* or *lower*.",
+        "the direction the metric declares (not the sign of its reward weight); a metric that declares none is "
+        "only *higher* or *lower*.",
         "",
     ]
     header = ["iteration", "metric", f"iter {base} mean", "iter i mean", f"difference [{CONFIDENCE:.0%} CI]",
@@ -195,7 +198,7 @@ def section(data: dict) -> list[str]:
             continue
         for metric, c in entry["metrics"].items():
             rows.append([str(i), metric, _fmt(c["base_mean"]), _fmt(c["other_mean"]), difference(c, False),
-                         verdict(c, data["metric_weights"].get(metric)), str(c["n"]),
+                         verdict(c, metric), str(c["n"]),
                          f"{c['base_conversations']} vs {c['other_conversations']}",
                          f"{c['only_base']} / {c['only_other']}"])
     if rows:

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from collabloop.task_kinds import TASK_KINDS
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -125,23 +127,6 @@ class Record:
         return dataclasses.asdict(self)
 
 
-# The task kinds the pipeline knows: each has a check of its own (the metric named). A kind of a user's own
-# is registered with `register_task_kind` before its tasks are read; any other kind is refused when read,
-# before a stage calls anything.
-TASK_KINDS: dict[str, str] = {
-    "math": "a question with one number as its answer (metric accuracy)",
-    "code": "a Python function checked by its tests in the sandbox (metric pass_rate)",
-    "doc": "a document to write, compared with the goal document (metric bleu)",
-}
-
-
-def register_task_kind(name: str, description: str) -> None:
-    """Let tasks of kind `name` be read; `description` says what such a task is and what checks it."""
-    if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ValueError(f"a task kind is a non-empty name without surrounding spaces, got {name!r}")
-    TASK_KINDS.setdefault(name, description)
-
-
 def _env_limit(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None:
@@ -186,7 +171,8 @@ class Task(Record):
         kind = _str(_req(obj, "task", where), "task", where)
         if kind not in TASK_KINDS:
             raise RecordError(where, "task", f"unknown task kind {kind!r}; the known kinds are {sorted(TASK_KINDS)} "
-                                             f"(a kind of your own: collabloop.records.register_task_kind)")
+                                             "(a kind of your own: collabloop.task_kinds.register_task_kind, in a "
+                                             "module the run YAML names in loop.plugins)")
         task_id = _str(_req(obj, "id", where), "id", where)
         if task_id != task_id.strip() or any(ord(c) < 32 or ord(c) == 127 for c in task_id):
             raise RecordError(where, "id", f"{task_id!r}: an id has no surrounding spaces and no control characters "
@@ -194,7 +180,8 @@ class Task(Record):
         metadata = _dict(obj.get("metadata", {}), "metadata", where)
         entry = metadata.get("entry_point")
         if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
-            # It is written into the program the sandbox runs, as `check(<entry_point>)`.
+            # It is written into the program the sandbox runs, as `check(<entry_point>)`: checked whatever the
+            # task's kind, since a metric that runs code (pass_rate) may score a task of any kind that has one.
             raise RecordError(where, "metadata.entry_point", f"expected a Python function name, got {entry!r}")
         if not isinstance(metadata.get("underspecified", False), bool):
             # The reports split held-out tasks by it.
@@ -214,6 +201,10 @@ class Task(Record):
                 _bounded(message["content"], f"prompt[{i}].content", where)
             if out["prompt"][-1]["role"] != "user":
                 raise RecordError(where, "prompt", "the opening messages must end with a user turn")
+        check = TASK_KINDS[kind].check
+        problem = check(out) if check is not None else None
+        if problem is not None:
+            raise RecordError(where, problem[0], f"{problem[1]} (a task of kind {kind!r})")
         return out
 
 

@@ -308,15 +308,15 @@ class JudgeArgs:
     )
 
     def _check_judge(self, metric_names) -> None:
-        from collabloop.metrics import METRICS
+        from collabloop.metrics import METRICS, needs_reward_model
 
         unknown = sorted(set(metric_names) - set(METRICS))
         if unknown:
             raise ConfigError(f"unknown metrics {unknown}; registered: {sorted(METRICS)}")
         if self.judge_top_logprobs is not None and not 1 <= self.judge_top_logprobs <= 20:
             raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
-        if "rm_score" in metric_names and not self.reward_model:
-            raise ConfigError("the metrics use rm_score but reward_model is empty; set reward_model to a model folder")
+        if (need := needs_reward_model(metric_names)) and not self.reward_model:
+            raise ConfigError(f"the metrics use {need} but reward_model is empty; set reward_model to a model folder")
         at_least(self, 1, "reward_batch_size")
 
 

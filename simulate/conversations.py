@@ -16,7 +16,7 @@ from collabloop import grader_talk
 from collabloop.cli import check_failures
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient, cache_for, simulator_client
-from collabloop.metrics import MetricResources, ScoringItem, metric_resources, score_items
+from collabloop.metrics import MetricResources, ScoringItem, metric_resources, needs_sandbox, score_items
 from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, policy_engine
 from collabloop.records import Context, EvalConversation
 from collabloop.rollout import Rollout, roll_out
@@ -134,7 +134,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
         if stage.num_shards == 1 and not summary_path.exists():
             write_json(summary_path, summarize(read_records(conversations_path, EvalConversation), cfg))
         return None
-    if "pass_rate" in cfg.metrics:
+    if needs_sandbox(cfg.metrics):
         from collabloop.sandbox import check_available
 
         check_available()

@@ -83,7 +83,7 @@ def test_an_unknown_task_kind_is_refused_when_read_and_the_finished_output_kept(
 
     import pytest
 
-    from collabloop import records
+    from collabloop import task_kinds
     from collabloop.jsonl import read_tasks
     from collabloop.records import RecordError
     from collabloop.stage_configs import ContextsConfig
@@ -107,10 +107,10 @@ def test_an_unknown_task_kind_is_refused_when_read_and_the_finished_output_kept(
     with pytest.raises(RecordError, match=r"poems.jsonl:2: field 'task': unknown task kind 'poetry'"):
         read_tasks(path)
     try:
-        records.register_task_kind("poetry", "a poem in a given form")
+        task_kinds.register_task_kind(task_kinds.TaskKind("poetry", "a poem in a given form", "bleu"))
         assert [t.task for t in read_tasks(path)] == ["math", "poetry", "math"]
     finally:
-        records.TASK_KINDS.pop("poetry", None)
+        task_kinds.TASK_KINDS.pop("poetry", None)
 
 
 def test_task_lines_and_texts_beyond_the_limits_are_refused_before_they_are_held(tmp_path):

@@ -213,15 +213,15 @@ def test_report_headline_plots_counts(run_dir, tmp_path):
     assert _row(headline, "| interactivity |") == (
         "| interactivity | 0.500 [0.400, 0.600] | 0.550 [0.450, 0.650] (1 failed) | +0.050 | within noise |"
     )
-    # Fewer tokens is better: the weight of token_amount in the reward is negative.
+    # Fewer tokens is better: token_amount declares lower is better (register_metric), whatever its weight.
     assert _row(headline, "| token_amount |") == (
         "| token_amount | 300.0 [280.0, 320.0] | 200.0 [180.0, 220.0] | -100.0 | better |"
     )
     assert _row(headline, "| turns |") == (
-        "| turns | 4.000 [3.500, 4.500] | 2.000 [1.500, 2.500] | -2.000 | lower (no reward weight) |"
+        "| turns | 4.000 [3.500, 4.500] | 2.000 [1.500, 2.500] | -2.000 | lower (no declared direction) |"
     )
     assert ("**At a glance, iteration 0 → 2:** better on accuracy, token_amount; within noise on interactivity; "
-            "turns lower (no reward weight).") in headline
+            "turns lower (no declared direction).") in headline
     assert "No evaluation" not in text
 
     pngs = {p.name for p in _check_linked_pngs(report)}
@@ -404,11 +404,11 @@ def test_report_paired_headline_and_table(run_dir, tmp_path):
         "| 2 | accuracy | 0.250 | 0.750 | +0.500 [+0.500, +0.500] | better | 4 | 7 vs 8 | 1 / 1 |")
     assert _row(headline, "| 2 | interactivity |") == (
         "| 2 | interactivity | 0.500 | 0.500 | +0.000 [-0.100, +0.100] | within noise | 4 | 8 vs 8 | 1 / 1 |")
-    # Fewer tokens is better (negative reward weight); turns has no weight, so it only moved.
+    # Fewer tokens is better (token_amount declares it); turns is no metric and declares nothing, so it only moved.
     assert _row(headline, "| 2 | token_amount |") == (
         "| 2 | token_amount | 300.0 | 200.0 | -100.0 [-100.0, -100.0] | better | 4 | 8 vs 8 | 1 / 1 |")
     assert _row(headline, "| 2 | turns |") == (
-        "| 2 | turns | 4.000 | 3.000 | -1.000 [-1.000, -1.000] | lower (no reward weight) | 4 | 8 vs 8 | 1 / 1 |")
+        "| 2 | turns | 4.000 | 3.000 | -1.000 [-1.000, -1.000] | lower (no declared direction) | 4 | 8 vs 8 | 1 / 1 |")
     assert write_report(run_dir, tmp_path / "again").read_text() == text
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from collabloop import paired
 from collabloop.jsonl import read_tasks
+from collabloop.metrics import direction
 from collabloop.stats import BOOTSTRAP_RESAMPLES, paired_verdict
 from collabloop.stats import format_number as _fmt
 from collabloop.stats import markdown_table as table
@@ -175,7 +176,7 @@ def compare_splits(iterations: Mapping[int, dict], by_task: Mapping[str, str] | 
 def effect(metric: str, c: dict, task_metric: str | None) -> str:
     """The verdict of a paired difference, in the words the metric deserves (see the module docstring)."""
     if metric == task_metric:
-        return paired_verdict(c, 1.0)  # the task's own success measure: higher is better
+        return paired_verdict(c, direction(metric))  # the task's own success measure, judged as it declares
     moved = paired_verdict(c, None)
     if metric in AMOUNT_METRICS:
         return {"higher": "more", "lower": "fewer"}.get(moved, moved)

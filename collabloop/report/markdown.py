@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collabloop import grader_talk, paired
+from collabloop.metrics import direction
 from collabloop.report.collaboration import headline as collaboration_headline
 from collabloop.report.collaboration import section as collaboration_section
 from collabloop.report.collaboration import simulated_user_section
@@ -30,16 +31,23 @@ def _fmt_interval(ci: dict) -> str:
     return f"{_fmt(ci['mean'])} [{_fmt(ci.get('ci_low'))}, {_fmt(ci.get('ci_high'))}]"
 
 
-def _verdict(first: dict, last: dict, weight: float | None) -> str:
-    """better / worse when the two intervals do not overlap, in the direction the reward weight gives."""
+def _verdict(first: dict, last: dict, metric: str) -> str:
+    """better / worse when the two intervals do not overlap, in the direction the metric declares."""
     if None in [entry.get(k) for entry in (first, last) for k in ("mean", "ci_low", "ci_high")]:
         return "n/a"
     if first["ci_low"] <= last["ci_high"] and last["ci_low"] <= first["ci_high"]:
         return "within noise"
     up = last["mean"] > first["mean"]
-    if not weight:
-        return ("higher" if up else "lower") + " (no reward weight)"
-    return "better" if up == (weight > 0) else "worse"
+    sign = direction(metric)
+    if sign is None:
+        return ("higher" if up else "lower") + " (no declared direction)"
+    return "better" if up == (sign > 0) else "worse"
+
+
+def _directions(metrics: list[str]) -> str:
+    """"accuracy: higher is better, token_amount: lower is better, turns: none declared"."""
+    words = {1.0: "higher is better", -1.0: "lower is better", None: "none declared"}
+    return ", ".join(f"{m}: {words[direction(m)]}" for m in metrics) or "no metrics"
 
 
 def _headline(data: dict) -> list[str]:
@@ -82,11 +90,10 @@ def _headline(data: dict) -> list[str]:
         if len(evaluated) > 1:
             a, b = summaries[first]["metrics"].get(metric) or {}, summaries[last]["metrics"].get(metric) or {}
             delta = b["mean"] - a["mean"] if None not in (a.get("mean"), b.get("mean")) else None
-            weight = data["metric_weights"].get(metric)
             if metric in paired_last:
-                verdict = paired.verdict(paired_last[metric], weight)
+                verdict = paired.verdict(paired_last[metric], metric)
             else:
-                verdict = _verdict(a, b, weight)
+                verdict = _verdict(a, b, metric)
             verdicts.setdefault(verdict, []).append(metric)
             row += [_fmt(delta, signed=True), verdict]
         rows.append(row)
@@ -97,7 +104,7 @@ def _headline(data: dict) -> list[str]:
     else:
         if first != 0:
             lines.append(f"Iteration 0 (the initial model) was not evaluated; the change is from iteration {first}.")
-        # Judged verdicts first; a metric outside the reward only moved, it is not judged.
+        # Judged verdicts first; a metric that declares no direction only moved, it is not judged.
         order = ["better", "worse", "within noise", "n/a"]
         said = [f"{v} on {', '.join(verdicts[v])}" for v in order if v in verdicts]
         said += [f"{', '.join(ms)} {v}" for v, ms in sorted(verdicts.items()) if v not in order]
@@ -106,9 +113,10 @@ def _headline(data: dict) -> list[str]:
         lines.append(
             "A verdict is *better* or *worse* only when the paired interval of the per-task differences against "
             "iteration 0 excludes 0 (the paired comparison below); for a metric whose conversations cannot be "
-            "paired, only when the two intervals do not overlap. The direction is the sign of the metric's weight "
-            "in the reward "
-            f"({', '.join(f'{m}: {w:g}' for m, w in data['metric_weights'].items()) or 'no weights found'})."
+            "paired, only when the two intervals do not overlap. The direction is the one each metric declares "
+            "where it is registered, not the sign of its weight in the reward (a negative weight on a metric "
+            "where higher is better still counts a rise as better): "
+            f"{_directions(metrics)}."
         )
     return lines
 

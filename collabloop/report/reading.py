@@ -279,18 +279,10 @@ def collect(run_dir: str | Path) -> dict:
     for i, path in iter_dirs.items():
         logger.info("reading %s", path)
         iterations[i] = _collect_iteration(i, path)
-    # A metric's direction (higher is better or worse) is the sign of its weight in the reward;
-    # the latest iteration's resolved annotate config holds the weights the run trained on.
-    weights: dict[str, float] = {}
-    for it in reversed(iterations.values()):
-        found = it["stages"].get("rewards", {}).get("config", {}).get("metric_weights")
-        if isinstance(found, dict):
-            weights = {k: float(v) for k, v in found.items() if is_number(v)}
-            break
     # Each conversation's task says whether its opening withholds a fact (the split by opening).
     summaries = {i: it["eval"]["summary"] for i, it in iterations.items() if it["eval"]}
     splits = read_splits(summaries, run_dir)
-    return {"run_name": run_dir.resolve().name, "iterations": iterations, "metric_weights": weights,
+    return {"run_name": run_dir.resolve().name, "iterations": iterations,
             "paired": paired.compare_iterations(iterations),
             "collaboration": {**splits, **compare_splits(iterations, splits["by_task"])}}
 
