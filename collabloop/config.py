@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from collabloop.config_error import ConfigError
+from collabloop.plugins import load_plugins
 
 __all__ = ["ConfigError", "parse_config", "config_to_dict", "save_config", "yaml_load"]
 
@@ -207,6 +208,7 @@ def parse_config(
         # who plays each role, and the run's budget
         values.update({k: v for k, v in run_defaults(config_path).items() if k in known})
     if config_path is not None:
+        load_plugins(config_path)  # the task kinds and metrics of the run's own modules, before any record is read
         for key, value in load_yaml_section(config_path, section).items():
             if key not in known:
                 raise _unknown(key, known, f"{config_path}, section '{section}'")

@@ -75,6 +75,11 @@ class LoopConfig:
         "gets its own share of the cores.",
         default=0,
     )
+    plugins: list[str] = _help(
+        "Python modules imported by every stage before it reads records: register task kinds and metrics of "
+        "your own there (collabloop.task_kinds.register_task_kind, collabloop.metrics.register_metric).",
+        default_factory=list,
+    )
     max_cost_usd: float | None = _help(
         "Budget in US dollars of the whole run's simulator and judge calls (contexts, simulate, annotate, "
         "evaluate pass it on as their max_cost_usd); the spend is kept in <run_dir>/llm_cache.sqlite. A stage "
@@ -84,6 +89,9 @@ class LoopConfig:
 
     def __post_init__(self):
         _check_budget(self.max_cost_usd)
+        bad = [p for p in self.plugins if not isinstance(p, str) or not p.strip()]
+        if bad:
+            raise ConfigError(f"plugins must be module names like [my_kinds], got {bad!r} among {self.plugins!r}")
         at_least(self, 0, "num_iterations")
         if self.num_iterations == 0 and not self.eval_tasks:
             raise ConfigError("num_iterations is 0 (evaluate the initial model, no training) but eval_tasks is empty; "

@@ -19,6 +19,7 @@ from pathlib import Path
 from collabloop import paired
 from collabloop.jsonl import read_records
 from collabloop.pipeline import iteration_files
+from collabloop.plugins import load_plugins
 from collabloop.records import EvalConversation, Pair, RecordError, Rewarded
 from collabloop.report.collaboration import compare_splits, read_splits
 from collabloop.rewards import candidate_values
@@ -275,6 +276,8 @@ def collect(run_dir: str | Path) -> dict:
     iter_dirs = _iteration_dirs(run_dir)
     if not iter_dirs:
         raise FileNotFoundError(f"{run_dir}: no iter_<i> folders; expected a run folder such as data/runs/<run>")
+    # The run's own task kinds and metrics: their task metric heads the report, their directions judge it.
+    load_plugins(run_dir / "config.yaml")
     iterations = {}
     for i, path in iter_dirs.items():
         logger.info("reading %s", path)
