@@ -295,6 +295,7 @@ def collect_evaluations(run_dir: str | Path) -> dict[int, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
+    load_plugins(run_dir / "config.yaml")  # as `collect`: the run's own task metrics and metric directions
     out = {}
     for i, path in _iteration_dirs(run_dir).items():
         evaluation = _collect_eval(path / "eval", i, [])
