@@ -1,7 +1,7 @@
 """What the run viewer (report/index.html) shows, built from a run's records: no writing, no HTML.
 
 `viewer_data(data, run_dir)` takes `reading.collect`'s data (which iterations were trained and
-evaluated, the stage configs naming the task files, the metric weights) and reads the records the
+evaluated, the stage configs naming the task files) and reads the records the
 page shows whole: per trained iteration the candidates file (the deepest of generations, simulations,
 rewards that exists) and its pairs; per evaluated iteration its conversations. It returns a small
 index (one row per context or held-out opening, for the page's list and filters) and the details,
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from collabloop import paired
 from collabloop.jsonl import read_records, read_tasks
+from collabloop.metrics import direction
 from collabloop.pipeline import record_stages
 from collabloop.records import RECORD_TYPES, EvalConversation, Generation, Pair, Rewarded, Simulation
 from collabloop.report.collaboration import resolve_tasks_path
@@ -185,7 +186,7 @@ def _mean(values: list) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def _evaluation(run_dir: Path, evaluated: list[int], weights: dict[str, float]) -> dict | None:
+def _evaluation(run_dir: Path, evaluated: list[int]) -> dict | None:
     """Every held-out opening with its conversations per evaluated iteration, and how the task metric moved."""
     per_iteration: dict[int, dict[str, list[EvalConversation]]] = {}
     output = next(s.output for s in record_stages().values() if RECORD_TYPES.get(s.kind) is EvalConversation)
@@ -199,8 +200,9 @@ def _evaluation(run_dir: Path, evaluated: list[int], weights: dict[str, float]) 
     iterations = sorted(per_iteration)
     metric = paired.task_metric(dict.fromkeys(m for convs in per_iteration.values() for rs in convs.values()
                                               for r in rs for m in r.metrics))
-    # Better is the direction of the metric's weight in the reward; a metric without one counts higher as better.
-    direction = -1.0 if weights.get(metric, 1.0) < 0 else 1.0
+    # Better is the direction the metric declares (register_metric), not its weight's sign; a metric that
+    # declares none counts higher as better, as a task's success measure does.
+    sign = direction(metric) or 1.0
     base, last = iterations[0], iterations[-1]
     openings = list(dict.fromkeys(o for i in iterations for o in per_iteration[i]))
     rows, details = [], []
@@ -209,7 +211,7 @@ def _evaluation(run_dir: Path, evaluated: list[int], weights: dict[str, float]) 
         task_id = next(rs[0].task_id for rs in runs.values() if rs)
         means = {i: _mean([r.metrics.get(metric) for r in runs[i]]) for i in iterations}
         diffs = {i: means[i] - means[base] if None not in (means[i], means[base]) else None for i in iterations[1:]}
-        outcomes = {i: "n/a" if d is None else "unchanged" if d == 0 else "better" if d * direction > 0 else "worse"
+        outcomes = {i: "n/a" if d is None else "unchanged" if d == 0 else "better" if d * sign > 0 else "worse"
                     for i, d in diffs.items()}
         rows.append({"id": opening, "task_id": task_id, "means": means, "diffs": diffs, "outcomes": outcomes,
                      "outcome": outcomes.get(last, "n/a")})
@@ -231,7 +233,7 @@ def viewer_data(data: dict, run_dir: str | Path) -> dict:
     tasks = _task_info([p for p in dict.fromkeys(tasks_paths) if isinstance(p, str) and p], notes)
     training = [t for i, it in its.items() if it["trained"]
                 and (t := _training(i, run_dir / it["dir"], notes)) is not None]
-    evaluation = _evaluation(run_dir, [i for i, it in its.items() if it["eval"]], data["metric_weights"])
+    evaluation = _evaluation(run_dir, [i for i, it in its.items() if it["eval"]])
     used = {r["task_id"] for t in training for r in t["rows"]} | {r["task_id"] for r in (evaluation or {}).get(
         "rows", [])}
     tasks = {task_id: info for task_id, info in sorted(tasks.items()) if task_id in used}
