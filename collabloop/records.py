@@ -1,4 +1,4 @@
-"""Record types for every JSONL file of a run (DESIGN.md section 3).
+"""Record types for every JSONL file of a run (README.md, "What a run writes").
 
 Every record is validated when it is read. A problem raises `RecordError`
 naming the file, the line and the field, so a user can open the file at that

@@ -159,14 +159,18 @@ def _write_conversations(eval_dir: Path, values: dict[str, dict[str, list[float 
     write_jsonl(eval_dir / "conversations.jsonl", rows)
 
 
-@pytest.fixture
-def run_dir(tmp_path) -> Path:
+def write_run(run: Path) -> Path:
     """Iterations 1 and 2 trained; evaluation of iteration 0 (the initial model) and 2."""
-    run = tmp_path / "runs" / "tiny"
     for i in (1, 2):
         _write_iteration(run / f"iter_{i}", i)
     for i in (0, 2):
         _write_eval(run / f"iter_{i}", i)
+    return run
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = write_run(tmp_path / "runs" / "tiny")
     # The fixture's files are real records: the report must read what the stages write.
     read_records(run / "iter_1" / "rewards.jsonl", Rewarded)
     read_records(run / "iter_1" / "pairs.jsonl", Pair)

@@ -23,7 +23,7 @@ from collabloop.report.viewer_data import viewer_data
 from dpo_iteration.pairing import make_pair
 from tests.cdp import BINARIES, Chromium, find_chromium
 from tests.conftest import REPO, write_jsonl
-from tests.test_report import PNG_SIGNATURE, _rewarded, _write_conversations, _write_eval, _write_iteration
+from tests.test_report import PNG_SIGNATURE, _rewarded, _write_conversations, write_run
 
 DEMO_RUN = REPO / "data" / "runs" / "demo"
 # "Thousands of contexts open in a few seconds" (the viewer's data comes in chunks, its list in pages).
@@ -67,11 +67,7 @@ def _inject(run: Path) -> None:
 @pytest.fixture
 def viewer_run(tmp_path) -> Path:
     """test_report.py's run (iterations 1 and 2 trained, 0 and 2 evaluated) with hostile replies injected."""
-    run = tmp_path / "runs" / "tiny"
-    for i in (1, 2):
-        _write_iteration(run / f"iter_{i}", i)
-    for i in (0, 2):
-        _write_eval(run / f"iter_{i}", i)
+    run = write_run(tmp_path / "runs" / "tiny")
     _inject(run)
     return run
 

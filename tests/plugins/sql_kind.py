@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from collabloop.metrics import MetricValue, register_metric, states_answer
-from collabloop.task_kinds import TaskKind, register_task_kind, task_kind
+from collabloop.task_kinds import TaskKind, register_task_kind
 
 _SQL_BLOCK = re.compile(r"```sql[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -49,14 +49,11 @@ SQL = register_task_kind(TaskKind(
 @register_metric("sql_match", higher_is_better=True)
 def sql_match(items, res):
     """1 if the last query the assistant stated is the reference query (normalized), else 0."""
-    out = []
-    for item in items:
-        kind = task_kind(item.task.task)
-        if kind.read_answer is None:
-            out.append(MetricValue(None, f"sql_match reads no query of task kind {kind.name!r}"))
-            continue
+    def matches(item) -> bool:
         conversation = [*item.history, *item.window]
-        stated = [kind.read_answer(conversation[i]["content"]) for i in range(len(item.history), len(conversation))
+        stated = [read_query(conversation[i]["content"]) for i in range(len(item.history), len(conversation))
                   if states_answer(item.task, conversation[i], conversation[:i])]
-        out.append(MetricValue(float(bool(stated) and stated[-1] == kind.read_answer(item.task.reference))))
-    return out
+        return bool(stated) and stated[-1] == read_query(item.task.reference)
+
+    return [MetricValue(None, f"sql_match scores sql tasks, not {item.task.task!r}") if item.task.task != "sql"
+            else MetricValue(float(matches(item))) for item in items]
