@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from collabloop.config import parse_config
@@ -198,6 +198,10 @@ def estimate(config_path: str, run_dir: str | None = None) -> dict:
     # The kind whose own metric the reward weighs sizes a task file that is not here.
     kind = kind_scored_by(sections["annotate"].metric_weights)
     tasks = task_set(loop.train_tasks, sections["contexts"].max_tasks, kind, "train")
+    per_iteration = sections["contexts"].tasks_per_iteration
+    if per_iteration is not None and per_iteration < tasks.count:  # each iteration opens its own slice
+        share = per_iteration / tasks.count
+        tasks = replace(tasks, count=per_iteration, without_opening=round(tasks.without_opening * share))
     evals = task_set(loop.eval_tasks, None, kind, "eval") if loop.eval_tasks else None
     models = {"policy": "local/" + loop.initial_model, "simulator": sections["simulate"].simulator_model,
               "judge": sections["annotate"].judge_model}

@@ -54,3 +54,13 @@ def test_a_recipe_is_priced_from_litellms_table(monkeypatch):
     total = float(text.split("total cost: $")[1].split()[0].replace(",", ""))
     assert total == pytest.approx(expected, rel=1e-3) and total > 1
     assert "CollabLLM's Table 7" in text and "one candidate with one simulated future of w=2" in text
+
+
+def test_tasks_per_iteration_prices_each_iteration_on_its_slice(tmp_path):
+    recipe = (REPO / "configs" / "collabllm_math.yaml").read_text()
+    config = tmp_path / "online.yaml"
+    config.write_text(recipe.replace("contexts:\n", "contexts:\n  tasks_per_iteration: 64\n", 1)
+                      .replace("  num_iterations: 1 ", "  num_iterations: 8 ", 1))
+    result = estimate(str(config))
+    assert len(result["iterations"]) == 9 and result["tasks"].count == 64
+    assert uses(result, 1, "generate")["policy"].calls == 64 * 2  # K=2 on this iteration's 64 openings
