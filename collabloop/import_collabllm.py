@@ -136,11 +136,53 @@ def is_single_turn(row: dict) -> bool:
 
 
 def _task(task_id: str, task_kind: str, row: dict, source: str, where: str, opening: list[dict] | None) -> Task:
-    return Task(
-        id=task_id, task=task_kind, goal=_as_text(row["single_turn_prompt"]),
-        reference=_as_text(row["single_turn_completion"]), prompt=opening,
-        metadata={"source": source, **_as_dict(row.get("single_turn_metadata"), where, "single_turn_metadata")},
-    )
+    reference = _as_text(row["single_turn_completion"])
+    metadata = {"source": source, **_as_dict(row.get("single_turn_metadata"), where, "single_turn_metadata")}
+    if task_kind == "code":
+        reference, metadata = _code_tests(row["single_turn_completion"], metadata, where)
+    return Task(id=task_id, task=task_kind, goal=_as_text(row["single_turn_prompt"]), reference=reference,
+                prompt=opening, metadata=metadata)
+
+
+def _code_tests(completion, metadata: dict, where: str) -> tuple[str, dict]:
+    """BigCodeBench's completion is a JSON object {dataset, task_id, test, entry_point, answer}: the task's
+    reference becomes its tests (a unittest TestCases class, which pass_rate runs), metadata.entry_point
+    its function, and metadata.canonical_solution its answer where that defines the function."""
+    spec = _as_dict(completion, where, "single_turn_completion")
+    test, entry = spec.get("test") or metadata.get("test"), spec.get("entry_point") or metadata.get("entry_point")
+    if not isinstance(test, str) or not isinstance(entry, str):
+        raise RecordError(where, "single_turn_completion", "a code task needs its tests ('test') and its function's "
+                                                           "name ('entry_point'), as BigCodeBench's rows hold them")
+    metadata = {k: v for k, v in metadata.items() if k != "test"} | {"entry_point": entry}
+    answer = spec.get("answer")
+    if isinstance(answer, str) and f"def {entry}(" in answer:
+        metadata["canonical_solution"] = answer
+    return test, metadata
+
+
+def check_code_tasks(tasks: list[Task], libraries: str | None, counts: Counter) -> tuple[list[Task], list[dict]]:
+    """Run each code task's canonical solution against its tests in the sandbox: a task whose tests do not pass
+    it cannot score anyone, so it is refused here, before any call, with the reason. Returns the tasks kept
+    and the refused ones ({id, reason})."""
+    from collabloop.sandbox import SandboxLimits, run_tests
+
+    kept, refused = [], []
+    for task in tasks:
+        canonical = task.metadata.get("canonical_solution")
+        if task.task != "code" or not isinstance(canonical, str):
+            counts["code_tasks_unchecked"] += int(task.task == "code")
+            kept.append(task)
+            continue
+        signature = task.metadata.get("signature")
+        result = run_tests(canonical, task.reference, task.metadata["entry_point"],
+                           signature if isinstance(signature, str) else "", SandboxLimits(timeout_s=30), libraries)
+        if result.status == "pass":
+            kept.append(task)
+            continue
+        reason = (result.stderr.strip().splitlines() or [result.status])[-1][:300]
+        refused.append({"id": task.id, "reason": f"its canonical solution does not pass its tests: {reason}"})
+    counts["tasks_refused_tests_cannot_run"] = len(refused)
+    return kept, refused
 
 
 def convert(rows: list[dict], source: str, task_kind: str, min_margin: float = 0.0, id_prefix: str | None = None):
@@ -210,14 +252,30 @@ def main() -> None:
     parser.add_argument("--min_margin", type=float, default=0.0, help="drop pairs whose score gap is below this")
     parser.add_argument("--id_prefix", default=None,
                         help="task ids are <id_prefix>-<conv_id>; default: the input file's name without its suffix")
+    parser.add_argument("--check_code", choices=("true", "false"), default="true",
+                        help="code tasks: run each canonical solution against its tests in the sandbox and refuse "
+                             "the tasks it does not pass (refused.jsonl says why)")
+    parser.add_argument("--sandbox_libraries", default="",
+                        help="a site-packages folder the tests may import (as annotate's sandbox_libraries)")
     args = parser.parse_args()
+    refused: list[dict] = []
     try:
         tasks, contexts, pairs, sft, counts = convert(read_rows(args.input), args.input, args.task, args.min_margin,
                                                       args.id_prefix)
+        if args.task == "code" and args.check_code == "true":
+            tasks, refused = check_code_tasks(tasks, args.sandbox_libraries or None, counts)
     except (RecordError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    except RuntimeError as e:  # SandboxUnavailable
+        raise SystemExit(f"error: {e}; import without the check with --check_code false") from None
     out = Path(args.out_dir)
-    for name, records in (("tasks", tasks), ("contexts", contexts), ("pairs", pairs), ("sft", sft)):
+    kept = {t.id for t in tasks}
+    # A refused task's conversations, pairs and SFT rows go with it.
+    contexts = [c for c in contexts if c.task_id in kept]
+    pairs = [p for p in pairs if p.id.rsplit("/turn", 1)[0] in kept]
+    sft = [e for e in sft if e.id in kept]
+    for name, records in (("tasks", tasks), ("contexts", contexts), ("pairs", pairs), ("sft", sft),
+                          ("refused", refused)):
         write_records(out / f"{name}.jsonl", records)
     print("[import_collabllm] " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" -> {out}")
 

@@ -57,7 +57,7 @@ def metric_resources(cfg, cache: ResponseCache | None, metric_names):
         reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
     return MetricResources(
         tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge, reward_model=reward_model,
-        options={"judge_top_logprobs": cfg.judge_top_logprobs},
+        options={"judge_top_logprobs": cfg.judge_top_logprobs, "sandbox_libraries": cfg.sandbox_libraries},
     )
 
 
@@ -144,7 +144,8 @@ def extract_code(window: list[dict]) -> str | None:
 def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """1 if the assistant's last code block passes the task's tests in the sandbox, else 0.
 
-    The task's `reference` holds the tests (HumanEval style: it defines `check(candidate)`),
+    The task's `reference` holds the tests (HumanEval style: it defines `check(candidate)`; or
+    BigCodeBench style: a unittest `TestCases` class whose tests call the function by name),
     `metadata.entry_point` names the function. The tests and the task's prompt
     (`metadata.signature`, where its helpers such as HumanEval's `poly` live) run in the sandbox's
     trusted harness; the code runs in another process and only plain data crosses back
@@ -173,7 +174,8 @@ def pass_rate(items: list[ScoringItem], res: MetricResources) -> list[MetricValu
         out.append(None)
     todo = [i for i, job in enumerate(jobs) if job is not None]
     with ThreadPoolExecutor(max_workers=res.options.get("sandbox_workers", 4)) as pool:
-        for i, result in zip(todo, pool.map(lambda i: run_tests(*jobs[i], limits=limits), todo)):
+        libraries = res.options.get("sandbox_libraries") or None
+        for i, result in zip(todo, pool.map(lambda i: run_tests(*jobs[i], limits=limits, libraries=libraries), todo)):
             out[i] = MetricValue(1.0 if result.status == "pass" else 0.0)
     return out
 

@@ -59,15 +59,20 @@ _KEEP = 65536  # bytes of stdout/stderr kept (the tail): a program's output cann
 
 # Runs as root inside the new namespaces, still seeing the host's tree: builds the new root and
 # pivots into it. $1 the module (copied in for the harness), $2 a host folder to mount the new
-# root on (not one holding the module), $3 seconds, $4 /tmp's MiB, $5 its inodes; then the command.
+# root on (not one holding the module), $3 seconds, $4 /tmp's MiB, $5 its inodes, $6 a folder of
+# third-party packages to bind read-only at /libraries ("-": none); then the command.
 _WRAPPER = r"""
 set -eu
 umask 022
-module=$1 root=$2 seconds=$3 tmp_mb=$4 files=$5
-shift 5
+module=$1 root=$2 seconds=$3 tmp_mb=$4 files=$5 libraries=$6
+shift 6
 mount -t tmpfs -o size=2m,nr_inodes=64,mode=0755 sandbox-root "$root"
 mkdir "$root/usr" "$root/proc" "$root/dev" "$root/tmp" "$root/.old"
 mount --bind -o ro,nosuid,nodev /usr "$root/usr"
+if [ "$libraries" != - ]; then
+  mkdir "$root/libraries"; mount --bind -o ro,nosuid,nodev "$libraries" "$root/libraries"
+  mount -o remount,bind,ro,nosuid,nodev "$root/libraries"
+fi
 for d in /bin /sbin /lib /lib32 /lib64 /libx32; do
   if [ -L "$d" ]; then ln -s "$(readlink "$d")" "$root$d"
   elif [ -d "$d" ]; then mkdir "$root$d"; mount --bind -o ro,nosuid,nodev "$d" "$root$d"
@@ -242,11 +247,11 @@ def _read_all(process: subprocess.Popen, payload: bytes, verdict_r: int | None, 
 
 
 def _launch(command: list[str], payload: bytes, limits: SandboxLimits, verdict: tuple[int, int] | None,
-            uids: tuple[int, int] | None):
+            uids: tuple[int, int] | None, libraries: str | None = None):
     """Start `command` in a fresh sandbox; returns (returncode, stdout, stderr, verdict, elapsed_s, timed_out)."""
     module = os.path.join(os.path.dirname(os.path.realpath(__file__)), "sandbox_harness.py")
     full = [*_unshare(), "/bin/sh", "-c", _WRAPPER, "sandbox", module, _root_mount_point(module),
-            f"{limits.timeout_s:g}", str(limits.tmp_mb), str(limits.max_files), *command]
+            f"{limits.timeout_s:g}", str(limits.tmp_mb), str(limits.max_files), libraries or "-", *command]
     start = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -293,15 +298,29 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits()) -> Sandbox
 
 
 def run_tests(code: str, tests: str, entry: str, prelude: str = "",
-              limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `check(entry)` from `tests` against `code`; "pass" if and only if the harness's verdict
-    arrived: every call returned plain data and `check` returned. `prelude` (trusted, e.g. the
-    task's prompt) runs before `tests` in the harness and defines the helpers the tests use."""
+              limits: SandboxLimits = SandboxLimits(), libraries: str | None = None) -> SandboxResult:
+    """Run `check(entry)` (or the unittest `TestCases`) from `tests` against `code`; "pass" if and only
+    if the harness's verdict arrived: every call returned plain data and every test passed. `prelude`
+    (trusted, e.g. the task's prompt) runs before `tests` in the harness and defines the helpers the
+    tests use. `libraries`: a host folder of third-party packages (a site-packages) that the tests and
+    the code may import, bound read-only."""
     check_available()
-    return _run_tests(code, tests, entry, prelude, limits)
+    return _run_tests(code, tests, entry, prelude, limits, check_libraries(libraries))
 
 
-def _run_tests(code: str, tests: str, entry: str, prelude: str, limits: SandboxLimits) -> SandboxResult:
+def check_libraries(libraries: str | None) -> str | None:
+    """The library folder as the sandbox binds it (absolute), or a clear error; None or "" for none."""
+    if not libraries:
+        return None
+    path = os.path.realpath(libraries)
+    if not os.path.isdir(path):
+        raise SandboxUnavailable(f"sandbox libraries {libraries!r}: no such folder (give a site-packages folder "
+                                 "whose packages the tasks import)")
+    return path
+
+
+def _run_tests(code: str, tests: str, entry: str, prelude: str, limits: SandboxLimits,
+               libraries: str | None = None) -> SandboxResult:
     nonce = secrets.token_hex(16)
     with _UIDS.lease() as uids:
         harness_uid, child_uid = uids if uids else (None, None)
@@ -314,7 +333,8 @@ def _run_tests(code: str, tests: str, entry: str, prelude: str, limits: SandboxL
         try:
             command = [*_limited(limits, nproc=False), *drop, sandbox_python(), "-I", "-B", "/sandbox.py",
                        "harness", str(verdict[1]), str(harness_uid if harness_uid is not None else "-")]
-            rc, out, err, said, elapsed, timed_out = _launch(command, json.dumps(job).encode(), limits, verdict, uids)
+            rc, out, err, said, elapsed, timed_out = _launch(command, json.dumps(job).encode(), limits, verdict, uids,
+                                                             libraries)
         finally:
             os.close(verdict[0])
     if said == f"{nonce} passed\n".encode():

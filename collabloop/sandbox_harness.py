@@ -1,7 +1,8 @@
 """The inside of the sandbox (collabloop/sandbox.py): the trusted harness and the candidate's child.
 
 Copied into each sandbox's new root as /sandbox.py and run there by the system's python, so it
-imports nothing but the standard library. `harness` runs HumanEval's `check(candidate)`, where
+imports nothing but the standard library. `harness` runs HumanEval's `check(candidate)` (or
+BigCodeBench's unittest `TestCases`, whose tests call the entry point by name), where
 `candidate` is a proxy to the child: calls go to the child, values come back as plain data
 through a strict decoder, and the verdict with the run's nonce is written only once `check`
 returned with no refusal. `child` runs the candidate's code under its own uid.
@@ -20,6 +21,7 @@ from typing import Any
 _MAX_MESSAGE = 8 * 2**20  # one encoded call or return value, in bytes
 _MAX_DEPTH = 100  # nesting of one value
 ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp/work", "LANG": "C.UTF-8"}  # every sandboxed process's
+LIBRARIES = "/libraries"  # where the sandbox binds a read-only folder of third-party packages, if given
 
 _PLAIN = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 _TYPES = {tag: kind for kind, tag in _PLAIN.items()}
@@ -175,10 +177,38 @@ def _set_process_flags(uid: int | None) -> None:
             raise OSError(ctypes.get_errno(), "prctl")
 
 
+def _run_checks(namespace: dict, proxy: Any) -> None:
+    """HumanEval's `check(candidate)`, or BigCodeBench's unittest `TestCases` (its tests call the entry
+    point by name): returns only when every test ran and passed, at least one of them."""
+    if callable(namespace.get("check")):
+        namespace["check"](proxy)
+        return
+    import unittest
+
+    cases = namespace.get("TestCases")
+    if not (isinstance(cases, type) and issubclass(cases, unittest.TestCase)):
+        raise ValueError("the tests define neither check(candidate) nor a unittest TestCases class")
+    result = unittest.TestResult()
+    unittest.defaultTestLoader.loadTestsFromTestCase(cases).run(result)
+    if not result.wasSuccessful() or result.testsRun - len(result.skipped) < 1:
+        first = (result.failures + result.errors)[:1]
+        raise AssertionError(f"TestCases: {len(result.failures)} failed, {len(result.errors)} errors, "
+                             f"{len(result.skipped)} skipped of {result.testsRun}" +
+                             (f"; first: {first[0][1][-500:]}" if first else ""))
+
+
+def _use_libraries() -> None:
+    """The read-only library folder the sandbox binds (`run_tests(libraries=...)`), for tests and code
+    that import third-party packages; after the standard library, so it cannot shadow a module of it."""
+    if os.path.isdir(LIBRARIES):
+        sys.path.append(LIBRARIES)
+
+
 def _harness(verdict_fd: int, uid: int | None) -> int:
     _set_process_flags(None)  # before the nonce is read, and before the child exists
     os.set_inheritable(verdict_fd, False)
     job = json.loads(sys.stdin.buffer.read())
+    _use_libraries()
     requests, replies = os.pipe(), os.pipe()
     subprocess.Popen([*job["child"], str(requests[0]), str(replies[1])], stdin=subprocess.DEVNULL, cwd="/tmp",
                      env=dict(ENV), close_fds=True, pass_fds=(requests[0], replies[1]))
@@ -195,7 +225,7 @@ def _harness(verdict_fd: int, uid: int | None) -> int:
         proxy = child.proxy(job["entry"])
         namespace[job["entry"]] = proxy  # tests may call the entry point by its name
         exec(compile(job["tests"], "tests.py", "exec"), namespace)
-        namespace["check"](proxy)
+        _run_checks(namespace, proxy)
     except BaseException:
         traceback.print_exc()
         return 1
@@ -209,6 +239,7 @@ def _harness(verdict_fd: int, uid: int | None) -> int:
 def _child(requests: int, replies: int) -> int:
     os.makedirs("/tmp/work", exist_ok=True)
     os.chdir("/tmp/work")
+    _use_libraries()
     sys.argv = ["candidate.py"]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     try:

@@ -9,6 +9,7 @@ parses every section before anything runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
@@ -306,6 +307,12 @@ class JudgeArgs:
         "Longest conversation the reward model reads, in tokens (the end is kept).",
         default=2048,
     )
+    sandbox_libraries: str = _help(
+        "A folder of third-party packages (a site-packages built for the system's python3) that code tasks' tests "
+        "and the code under test may import, bound read-only in the sandbox: BigCodeBench-style tasks import "
+        "numpy, pandas and more. Empty: the standard library only.",
+        default="",
+    )
 
     def _check_judge(self, metric_names) -> None:
         from collabloop.metrics import METRICS, needs_reward_model
@@ -318,6 +325,9 @@ class JudgeArgs:
         if (need := needs_reward_model(metric_names)) and not self.reward_model:
             raise ConfigError(f"the metrics use {need} but reward_model is empty; set reward_model to a model folder")
         at_least(self, 1, "reward_batch_size")
+        if self.sandbox_libraries and not os.path.isdir(self.sandbox_libraries):
+            raise ConfigError(f"sandbox_libraries {self.sandbox_libraries!r}: no such folder; give a site-packages "
+                              "folder, or leave it empty for the standard library only")
 
 
 @dataclass
