@@ -79,7 +79,7 @@ def run(cfg: AnnotateConfig) -> dict | None:
         "annotate", cfg.output_path, Rewarded, (cfg,),
         inputs={"simulations": cfg.simulations_path, "tasks": cfg.tasks_path,
                 **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
-        code=("annotate_data.scoring", "collabloop.metrics", "collabloop.reward_model"),
+        code=("annotate_data.scoring", "collabloop.metrics", "collabloop.judges", "collabloop.reward_model"),
     )
     if stage.up_to_date():
         return None

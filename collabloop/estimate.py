@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from collabloop.config import parse_config
+from collabloop.judges import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT
 from collabloop.loop_config import LoopConfig
-from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, METRICS
+from collabloop.metrics import METRICS
 from collabloop.pipeline import output_path, record_stages
 from collabloop.simulator import FORMAT_INSTRUCTIONS, OPENING_INSTRUCTION, SYSTEM_PROMPT
 from collabloop.stage import meta_path_for, read_meta

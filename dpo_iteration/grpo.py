@@ -87,7 +87,7 @@ def run(args: GRPOArgs, grpo_args) -> dict | None:
     stage = ModelRun("grpo", output_dir, (args, grpo_args),
                      {"contexts": args.contexts_path, "tasks": args.tasks_path, "model": args.model_name_or_path},
                      code=("dpo_iteration.grpo", "collabloop.rollout", "collabloop.simulator", "collabloop.metrics",
-                           "collabloop.training"))
+                           "collabloop.judges", "collabloop.training"))
     if stage.up_to_date():
         return None
     contexts, tasks = read_records_with_tasks(args.contexts_path, Context, args.tasks_path)

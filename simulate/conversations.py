@@ -127,7 +127,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
         inputs={"contexts": cfg.contexts_path, "tasks": cfg.tasks_path, "model": cfg.model,
                 **({"reward_model": cfg.reward_model} if cfg.reward_model else {})},
         code=("simulate.conversations", "collabloop.rollout", "collabloop.simulator", "collabloop.policy",
-              "collabloop.metrics", "collabloop.reward_model"),
+              "collabloop.metrics", "collabloop.judges", "collabloop.reward_model"),
     )
     if stage.up_to_date():
         # Killed between the conversations and the summary, or shards merged (a shard writes no summary).

@@ -22,7 +22,7 @@ def run(cfg: SimulateConfig) -> dict | None:
         "simulate", cfg.output_path, Simulation, (cfg,),
         inputs={"generations": cfg.generations_path, "tasks": cfg.tasks_path, "model": cfg.model},
         code=("simulate.futures", "collabloop.rollout", "collabloop.simulator", "collabloop.policy",
-              "collabloop.metrics"),
+              "collabloop.metrics", "collabloop.judges"),
     )
     if stage.up_to_date():
         return None

@@ -59,7 +59,7 @@ def main(model_dir: str, work: str, mode: str) -> None:
     # The same prompts again (answered from the cache): each grade must be the expected grade under the
     # first-token log-probabilities the engine returned, or, where those hold too little mass on A/B/C,
     # the letter written.
-    from collabloop.metrics import INTERACTIVITY_PROMPT, expected_grade, parse_grade, render_transcript
+    from collabloop.judges import INTERACTIVITY_PROMPT, expected_grade, parse_grade, render_transcript
 
     again = judge.complete_many([
         Request(messages=[{"role": "user", "content": INTERACTIVITY_PROMPT.format(

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from collabloop.grader_talk import addresses_grader
-from collabloop.metrics import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, QUOTE_CLOSE, QUOTE_OPEN, render_transcript
+from collabloop.judges import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT, QUOTE_CLOSE, QUOTE_OPEN, render_transcript
 from tests.conftest import MODEL, PYTHON, REPO
 
 CORPUS = [json.loads(line) for line in (REPO / "tests" / "data" / "judge_injections.jsonl").read_text().splitlines()]

@@ -5,17 +5,8 @@ from collections import Counter
 
 import pytest
 
-from collabloop.metrics import (
-    MetricResources,
-    MetricValue,
-    ScoringItem,
-    combine,
-    expected_grade,
-    expected_verdict,
-    get_metric,
-    parse_grade,
-    parse_verdict,
-)
+from collabloop.judges import expected_grade, expected_verdict, parse_grade, parse_verdict
+from collabloop.metrics import MetricResources, MetricValue, ScoringItem, combine, get_metric
 from collabloop.records import Rewarded, Task
 from dpo_iteration.pairing import make_pair
 
