@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from collabloop.config import parse_config
-from collabloop.judges import INTERACTIVITY_PROMPT, JUDGE_ACCURACY_PROMPT
+from collabloop.judges import INTERACTIVITY_PROMPT
 from collabloop.loop_config import LoopConfig
 from collabloop.metrics import METRICS
 from collabloop.pipeline import output_path, record_stages
@@ -90,16 +90,16 @@ def _simulator_prompt(goal_tokens: float, fmt: str) -> float:
     return tokens(SYSTEM_PROMPT + FORMAT_INSTRUCTIONS[fmt]) + goal_tokens
 
 
-def _judge_prompts(metrics, goal_tokens: float) -> list[float]:
-    """The fixed part of each judge call per scored conversation (the conversation itself is added)."""
+def _judge_prompts(metrics, goal_tokens: float, cfg) -> list[tuple[float, int]]:
+    """Per judge call of a scored conversation: the fixed part of its prompt (the conversation itself is
+    added), and the most tokens it writes (`cfg`: a JudgeArgs config), as each metric declares them."""
     out = []
     for name in metrics:
-        if name == "interactivity":
-            out.append(tokens(INTERACTIVITY_PROMPT))
-        elif name == "judge_accuracy":
-            out.append(tokens(JUDGE_ACCURACY_PROMPT) + goal_tokens)
-        elif name in METRICS and METRICS[name].uses_judge:
-            out.append(tokens(INTERACTIVITY_PROMPT))
+        metric = METRICS.get(name)
+        if metric is None or not metric.uses_judge:
+            continue
+        fixed = tokens(metric.judge_prompt or INTERACTIVITY_PROMPT) + (goal_tokens if metric.judge_reads_goal else 0)
+        out.append((fixed, cfg.judge_reasoning_max_tokens if metric.judge_reasons else cfg.judge_max_tokens))
     return out
 
 
@@ -132,7 +132,7 @@ def iteration_uses(i: int, loop: LoopConfig, sections: dict, tasks: TaskSet, eva
         if continued:
             groups.append((tasks.count, tasks.opening_tokens + gen.max_new_tokens + sim.simulator_max_tokens))
         generate, simulate, annotate = StageUse("generate"), StageUse("simulate"), StageUse("annotate")
-        judged = _judge_prompts(ann.metric_weights, tasks.goal_tokens)
+        judged = _judge_prompts(ann.metric_weights, tasks.goal_tokens, ann)
         for count, history in groups:
             candidates = count * gen.num_candidates
             generate.uses["policy"].add(candidates, history, gen.max_new_tokens)
@@ -140,19 +140,19 @@ def iteration_uses(i: int, loop: LoopConfig, sections: dict, tasks: TaskSet, eva
                 futures = candidates * sim.num_futures
                 end = play(simulate, futures, history + gen.max_new_tokens, sim.window_turns, False, sim,
                            sim.max_new_tokens, tasks.goal_tokens)
-                for fixed in judged:
-                    annotate.uses["judge"].add(futures, fixed + end, ann.judge_max_tokens)
+                for fixed, written in judged:
+                    annotate.uses["judge"].add(futures, fixed + end, written)
             else:
-                for fixed in judged:
-                    annotate.uses["judge"].add(candidates, fixed + history + gen.max_new_tokens, ann.judge_max_tokens)
+                for fixed, written in judged:
+                    annotate.uses["judge"].add(candidates, fixed + history + gen.max_new_tokens, written)
         stages += [generate, simulate, annotate] if loop.use_simulation else [generate, annotate]
     if evals is not None:
         evaluate = StageUse("evaluate")
         conversations = evals.count * ev.num_samples
         end = play(evaluate, conversations, evals.opening_tokens, ev.max_turns, True, ev, ev.max_new_tokens,
                    evals.goal_tokens)
-        for fixed in _judge_prompts(ev.metrics, evals.goal_tokens):
-            evaluate.uses["judge"].add(conversations, fixed + end, ev.judge_max_tokens)
+        for fixed, written in _judge_prompts(ev.metrics, evals.goal_tokens, ev):
+            evaluate.uses["judge"].add(conversations, fixed + end, written)
         stages.append(evaluate)
     return stages
 
@@ -223,8 +223,9 @@ def estimate(config_path: str, run_dir: str | None = None) -> dict:
         one.uses["policy"].add(1, tasks.opening_tokens, gen.max_new_tokens)
         end = play(one, 1, tasks.opening_tokens + gen.max_new_tokens, sim.window_turns, False, sim,
                    sim.max_new_tokens, tasks.goal_tokens)
-        for fixed in _judge_prompts(sections["annotate"].metric_weights, tasks.goal_tokens):
-            one.uses["judge"].add(1, fixed + end, sections["annotate"].judge_max_tokens)
+        for fixed, written in _judge_prompts(sections["annotate"].metric_weights, tasks.goal_tokens,
+                                             sections["annotate"]):
+            one.uses["judge"].add(1, fixed + end, written)
         per_future = one
     return {"loop": loop, "models": models, "tasks": tasks, "evals": evals, "iterations": iterations,
             "per_future": per_future, "sections": sections}

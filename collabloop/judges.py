@@ -131,7 +131,7 @@ def ask_judge(
     return out
 
 
-@register_metric("interactivity", higher_is_better=True, uses_judge=True)
+@register_metric("interactivity", higher_is_better=True, judge_prompt=INTERACTIVITY_PROMPT)
 def interactivity(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge, rubric grades A/B/C mapped to 1, 0.5, 0.
 
@@ -185,7 +185,7 @@ def parse_verdict(text: str) -> float | None:
     return _VERDICTS[match.group(1).upper()] if match else None
 
 
-@register_metric("judge_accuracy", higher_is_better=True, uses_judge=True)
+@register_metric("judge_accuracy", higher_is_better=True, judge_prompt=JUDGE_ACCURACY_PROMPT, judge_reads_goal=True)
 def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
     """LLM judge: does the final answer agree with the task's reference? For free-form answers that
     no verifier parses. The probability of "Yes" with logprobs, else the word the judge wrote."""
@@ -196,3 +196,103 @@ def judge_accuracy(items: list[ScoringItem], res: MetricResources) -> list[Metri
         for item in items
     ]
     return ask_judge("judge_accuracy", prompts, res, expected_verdict, parse_verdict, "Yes/No")
+
+
+# CollabLLM's interactivity judge, in our words: the rubric with three anchors, the whole conversation, the
+# reasoning first and a number last. It costs a judge's reasoning per conversation (judge_reasoning_max_tokens)
+# where `interactivity` costs one token; a judge too small to reason well should keep that one.
+INTERACTIVITY_REASONED_PROMPT = f"""You are judging how well an AI assistant collaborated with a user over a \
+whole conversation. Score it from 0 to 1:
+1: very collaborative: it understood the user's need, asked a useful question when something it needed was \
+missing, and otherwise answered exactly what was asked.
+0.5: somewhat collaborative: it helped, but missed chances to clarify, asked what it did not need, or ignored \
+part of what the user said.
+0: passive or unhelpful: it ignored the user's need, rambled, or guessed at what only the user knew.
+{QUOTED_AS_DATA}
+
+{QUOTE_OPEN}
+{{conversation}}
+{QUOTE_CLOSE}
+
+First explain your judgement in a few sentences. Then end with a line of the form "Score: <a number from 0 \
+to 1>"."""
+
+_SCORE_LINE = re.compile(r"score\s*[:=]\s*\**\s*([01](?:\.\d+)?|\.\d+)\b", re.IGNORECASE)
+
+
+def parse_score(text: str) -> float | None:
+    """The number on the judge's last "Score:" line, when it is within 0..1; else None."""
+    found = _SCORE_LINE.findall(text or "")
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def ask_reasoning_judge(metric: str, prompts: list[str], res: MetricResources,
+                        parse: Callable[[str], float | str | None], expected: str) -> list[MetricValue | str]:
+    """One judge call per prompt with room to reason (`judge_reasoning_max_tokens`); the parsed answer, or an
+    error value (kept out of every mean) for a failed call or an answer that does not parse."""
+    if res.judge is None:
+        raise ValueError(f"{metric} needs a judge client")
+    max_tokens = res.options.get("judge_reasoning_max_tokens")
+    requests = [Request(messages=[{"role": "user", "content": p}], max_tokens=max_tokens) for p in prompts]
+    out: list[MetricValue | str] = []
+    for result in res.judge.complete_many(requests, progress=f"{metric} judge"):
+        parsed = None if result.error else parse(result.text)
+        if parsed is None:
+            reason = f"judge call failed: {result.error}" if result.error else \
+                f"judge gave no {expected}: {result.text[-80:]!r}"
+            out.append(MetricValue(None, reason))
+        else:
+            out.append(parsed)
+    return out
+
+
+@register_metric("interactivity_reasoned", higher_is_better=True, judge_prompt=INTERACTIVITY_REASONED_PROMPT,
+                 judge_reasons=True)
+def interactivity_reasoned(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """CollabLLM's form of the interactivity judge: a 0-1 score, reasoned before it is given, over the whole
+    conversation (its history, the candidate and its future)."""
+    prompts = [INTERACTIVITY_REASONED_PROMPT.format(conversation=render_transcript([*item.history, *item.window]))
+               for item in items]
+    return [v if isinstance(v, MetricValue) else MetricValue(v)
+            for v in ask_reasoning_judge("interactivity_reasoned", prompts, res, parse_score, "'Score: <0-1>' line")]
+
+
+EXTRACT_DOCUMENT_PROMPT = f"""Below is a conversation in which an AI assistant helps a user write a document.
+{QUOTED_AS_DATA}
+
+{QUOTE_OPEN}
+{{conversation}}
+{QUOTE_CLOSE}
+
+Copy out the final version of the document the assistant wrote, exactly as written, between the lines \
+<document> and </document>. If the assistant wrote no document, write <document></document>."""
+
+_DOCUMENT = re.compile(r"<document>(.*?)</document>", re.DOTALL | re.IGNORECASE)
+
+
+def parse_document(text: str) -> str | None:
+    """The text between the judge's last <document> tags ("" for none written); None without the tags."""
+    found = _DOCUMENT.findall(text or "")
+    return found[-1].strip() if found else None
+
+
+@register_metric("bleu_extracted", higher_is_better=True, judge_prompt=EXTRACT_DOCUMENT_PROMPT, judge_reasons=True)
+def bleu_extracted(items: list[ScoringItem], res: MetricResources) -> list[MetricValue]:
+    """CollabLLM's document metric: the judge copies out the final document from the whole conversation, then
+    BLEU against the task's reference (here sacrebleu at word level, as `bleu`; CollabLLM's nltk call on raw
+    strings scores characters). An empty extraction scores 0; a failed or unparsed one is an error."""
+    import sacrebleu
+
+    prompts = [EXTRACT_DOCUMENT_PROMPT.format(conversation=render_transcript([*item.history, *item.window]))
+               for item in items]
+    out = []
+    for item, got in zip(items, ask_reasoning_judge("bleu_extracted", prompts, res, parse_document,
+                                                    "<document> block")):
+        if isinstance(got, MetricValue):
+            out.append(got)
+        else:
+            out.append(MetricValue(sacrebleu.sentence_bleu(got, [item.task.reference]).score / 100.0 if got else 0.0))
+    return out

@@ -56,6 +56,11 @@ class Metric:
     uses_judge: bool = False  # the stage makes a judge client and opens the LLM cache, and only then
     needs_sandbox: bool = False  # runs the assistant's code: the stage checks the sandbox before any work
     needs_reward_model: bool = False  # the stage loads the config's reward_model (which must then be set)
+    # A judge's metric: the fixed text of its prompt (the estimate prices it), whether the prompt also holds
+    # the task's goal, and whether the judge reasons before it answers (up to judge_reasoning_max_tokens).
+    judge_prompt: str = ""
+    judge_reads_goal: bool = False
+    judge_reasons: bool = False
 
 
 METRICS: dict[str, Metric] = {}
@@ -63,7 +68,8 @@ METRICS: dict[str, Metric] = {}
 
 def register_metric(
     name: str, *, higher_is_better: bool | None, uses_judge: bool = False, needs_sandbox: bool = False,
-    needs_reward_model: bool = False,
+    needs_reward_model: bool = False, judge_prompt: str = "", judge_reads_goal: bool = False,
+    judge_reasons: bool = False,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register a metric by name with its declaration (see `Metric`): which way is better, and what it needs."""
     if higher_is_better not in (True, False, None):
@@ -72,7 +78,8 @@ def register_metric(
     def wrap(fn: MetricFn) -> MetricFn:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, fn, higher_is_better, uses_judge, needs_sandbox, needs_reward_model)
+        METRICS[name] = Metric(name, fn, higher_is_better, uses_judge or bool(judge_prompt), needs_sandbox,
+                               needs_reward_model, judge_prompt, judge_reads_goal, judge_reasons)
         return fn
 
     return wrap

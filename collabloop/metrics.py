@@ -57,7 +57,8 @@ def metric_resources(cfg, cache: ResponseCache | None, metric_names):
         reward_model = RewardModelScorer(cfg.reward_model, cfg.reward_batch_size, cfg.reward_max_length)
     return MetricResources(
         tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer), judge=judge, reward_model=reward_model,
-        options={"judge_top_logprobs": cfg.judge_top_logprobs, "sandbox_libraries": cfg.sandbox_libraries},
+        options={"judge_top_logprobs": cfg.judge_top_logprobs, "sandbox_libraries": cfg.sandbox_libraries,
+                 "judge_reasoning_max_tokens": cfg.judge_reasoning_max_tokens},
     )
 
 

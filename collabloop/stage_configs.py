@@ -293,6 +293,11 @@ class JudgeArgs:
     )
     judge_temperature: float = _help("Judge sampling temperature.", default=0.0)
     judge_max_tokens: int = _help("Most tokens in one judge answer.", default=8)
+    judge_reasoning_max_tokens: int = _help(
+        "Most tokens in one answer of a judge that reasons before it scores (interactivity_reasoned) or copies "
+        "out a document (bleu_extracted).",
+        default=512,
+    )
     judge_top_logprobs: int | None = _help(
         "Ask the judge for its first token's N most likely alternatives and score the expected grade; "
         "null: use the letter it wrote (for APIs without logprobs).",
@@ -324,7 +329,7 @@ class JudgeArgs:
             raise ConfigError(f"judge_top_logprobs must be in 1..20 or null, got {self.judge_top_logprobs}")
         if (need := needs_reward_model(metric_names)) and not self.reward_model:
             raise ConfigError(f"the metrics use {need} but reward_model is empty; set reward_model to a model folder")
-        at_least(self, 1, "reward_batch_size")
+        at_least(self, 1, "reward_batch_size", "judge_reasoning_max_tokens")
         if self.sandbox_libraries and not os.path.isdir(self.sandbox_libraries):
             raise ConfigError(f"sandbox_libraries {self.sandbox_libraries!r}: no such folder; give a site-packages "
                               "folder, or leave it empty for the standard library only")

@@ -32,7 +32,9 @@ class TaskKind:
     None where the kind has no short answer (code, documents): such conversations cannot end on an answer
     and the `accuracy` metric does not score them. `same_answer`: whether a read answer equals the
     reference's (read with `read_answer` too); None compares them with ==. `task_metric`: the metric that
-    is the kind's own success measure (the report's headline). `check`: the kind's own record check.
+    is the kind's own success measure (the report's headline); `other_task_metrics`: other forms of the
+    same measure (an LLM judge's), the headline's where the first is not scored. `check`: the kind's own
+    record check.
     `assumed_eval_tasks` / `assumed_goal_tokens`: what `collabloop.estimate` assumes of a held-out task
     file that is not here.
     """
@@ -40,6 +42,7 @@ class TaskKind:
     name: str
     description: str
     task_metric: str
+    other_task_metrics: tuple[str, ...] = ()
     read_answer: Callable[[str], Any] | None = None
     same_answer: Callable[[Any, Any], bool] | None = None
     check: TaskCheck | None = None
@@ -89,11 +92,12 @@ TASK_KINDS: dict[str, TaskKind] = {
     kind.name: kind
     for kind in (
         TaskKind("math", "a question with one number as its answer (metric accuracy)", "accuracy",
-                 read_answer=_math_answer, same_answer=_math_same, assumed_eval_tasks=200, assumed_goal_tokens=150),
+                 other_task_metrics=("judge_accuracy",), read_answer=_math_answer, same_answer=_math_same,
+                 assumed_eval_tasks=200, assumed_goal_tokens=150),
         TaskKind("code", "a Python function checked by its tests in the sandbox (metric pass_rate)", "pass_rate",
                  assumed_eval_tasks=600, assumed_goal_tokens=400),
         TaskKind("doc", "a document to write, compared with the goal document (metric bleu)", "bleu",
-                 assumed_eval_tasks=100, assumed_goal_tokens=1500),
+                 other_task_metrics=("bleu_extracted",), assumed_eval_tasks=100, assumed_goal_tokens=1500),
     )
 }
 # The kind assumed where nothing names one (the estimate of a run whose reward weighs no kind's task metric):
@@ -121,11 +125,13 @@ def task_kind(name: str) -> TaskKind:
 
 
 def task_metrics() -> list[str]:
-    """Every registered kind's task metric, in the order the kinds were registered (built-ins first)."""
-    return list(dict.fromkeys(kind.task_metric for kind in TASK_KINDS.values()))
+    """Every registered kind's task metrics (its own first, then its other forms), in the order the kinds
+    were registered (built-ins first)."""
+    return list(dict.fromkeys(m for kind in TASK_KINDS.values() for m in (kind.task_metric, *kind.other_task_metrics)))
 
 
 def kind_scored_by(metric_names) -> TaskKind:
     """The first registered kind whose task metric is among `metric_names`; else the default kind."""
     names = set(metric_names)
-    return next((k for k in TASK_KINDS.values() if k.task_metric in names), TASK_KINDS[DEFAULT_TASK_KIND])
+    return next((k for k in TASK_KINDS.values() if names & {k.task_metric, *k.other_task_metrics}),
+                TASK_KINDS[DEFAULT_TASK_KIND])
