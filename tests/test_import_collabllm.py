@@ -116,3 +116,41 @@ def test_the_nested_export_imports_as_its_flat_rows_do(tmp_path, layout):
     path.write_text(json.dumps(conversations))
     with pytest.raises(RecordError, match=r"data.json:conversation 1, turns\[0\], responses\[0\]: field 'score'"):
         read_rows(path)
+
+
+def published_row(kind: str) -> dict:
+    """One row of each published dataset, in its own form: math-hard's boxed solution, a Medium article, a
+    BigCodeBench completion (JSON with its unittest tests and answer)."""
+    from collabloop.jsonl import read_tasks
+    from tests.conftest import REPO
+
+    if kind == "math":
+        question, completion = "Compute 6 x 7.", "We multiply: $6 \\cdot 7 = \\boxed{42}$."
+    elif kind == "doc":
+        question = "Please write an article in less than 500 words about: Rain"
+        completion = "Rain falls on the quiet town.\nThe streets shine and the gutters sing."
+    else:
+        code_task = read_tasks(REPO / "data" / "tasks" / "code_unittest.jsonl")[0]
+        question = code_task.goal
+        completion = json.dumps({"dataset": "bigcodebench", "task_id": "BigCodeBench/1", "test": code_task.reference,
+                                 "entry_point": "task_func", "answer": code_task.metadata["canonical_solution"]})
+    return {**row(1, 1, "Could you say more?", 0.5), "single_turn_prompt": question,
+            "single_turn_completion": completion, "single_turn_metadata": {}}
+
+
+@pytest.mark.parametrize("kind, metric, right, wrong", [
+    ("math", "accuracy", "So the answer is 42.", "So the answer is 41."),
+    ("doc", "bleu", "Rain falls on the quiet town.\nThe streets shine and the gutters sing.", "Completely unrelated."),
+    ("code", "pass_rate", None, "def task_func(text):\n    return {}\n"),
+])
+def test_imported_tasks_score_a_right_reply_1_and_a_wrong_one_0_by_their_task_metric(kind, metric, right, wrong):
+    from collabloop.metrics import MetricResources, ScoringItem, get_metric
+
+    tasks, contexts, *_ = convert([published_row(kind)], "published.jsonl", kind)
+    task = tasks[0]
+    right = right if right is not None else task.metadata["canonical_solution"]
+    as_reply = (lambda text: f"```python\n{text}\n```") if kind == "code" else (lambda text: text)
+    items = [ScoringItem(task=task, history=contexts[0].prompt, window=[{"role": "assistant", "content": as_reply(t)}])
+             for t in (right, wrong)]
+    values = [v.value for v in get_metric(metric)(items, MetricResources())]
+    assert values == pytest.approx([1.0, 0.0], abs=0.01), (kind, values)  # BLEU's smoothing: 0.005 for no match
