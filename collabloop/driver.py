@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     for command in ("stages", "run", "heading", "stop_server"):
         sub = commands.add_parser(command)
         if command == "run":
-            sub.add_argument("stage", choices=sorted(pipeline.STAGES))
+            # Checked once the run's config is read: its loop.plugins may register stages of their own.
+            sub.add_argument("stage", help=f"one of {', '.join(pipeline.STAGES)}, or a plugin's stage")
         sub.add_argument("--run_dir", required=True, help="the run folder, with the config.yaml loop env wrote")
         if command != "stop_server":
             sub.add_argument("--iteration", type=int, required=True, help="0: the evaluation of the initial model")
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "heading":
             say(heading(run, args.iteration))
         else:
+            if args.stage not in pipeline.STAGES:
+                raise ConfigError(f"no stage {args.stage!r}; the stages are {', '.join(pipeline.STAGES)}")
             took_over = hold(run.dir, f"driver run {args.stage} --iteration {args.iteration}")
             if took_over:
                 say(took_over)

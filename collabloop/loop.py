@@ -22,6 +22,7 @@ from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_lo
 from collabloop.jsonl import atomic_file, read_records
 from collabloop.loop_config import LoopConfig
 from collabloop.pipeline import SECTIONS, check_inputs_not_set, iteration_files
+from collabloop.plugins import load_plugins
 from collabloop.records import RecordError, Rewarded
 from collabloop.rewards import candidate_values
 from collabloop.stage import read_meta
@@ -79,6 +80,7 @@ def check_run_config(path: str) -> None:
     data = yaml_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected sections (loop:, generate:, ...) at the top level")
+    load_plugins(path)  # a plugin's stages add their sections
     from collabloop.trainer_configs import SFTDataConfig
 
     # Sections whose configs are built by their own script (trainers: TRL's configs check the machine;

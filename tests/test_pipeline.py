@@ -134,5 +134,5 @@ def test_the_driver_reads_the_run_folder_and_says_what_is_missing(tmp_path):
     stop = driver("stop_server", "--run_dir", str(run_dir))  # no server: nothing to say
     assert stop.returncode == 0 and stop.stdout == ""
     unknown = driver("run", "judge", "--run_dir", str(run_dir), "--iteration", "1")
-    assert unknown.returncode == 2 and "invalid choice: 'judge'" in unknown.stderr
+    assert unknown.returncode == 1 and "no stage 'judge'; the stages are contexts, generate" in unknown.stderr
 

@@ -3,6 +3,7 @@ inputs a stage declares and refuses a YAML that sets one of them, and who plays 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -176,3 +177,21 @@ def test_the_recipes_name_each_role_once():
         assert "roles:" in text
         for key in ("simulator_model:", "judge_model:", "simulator_api_base:", "judge_api_base:"):
             assert text.count(key) <= 1, (name, key)
+
+
+def test_a_stage_named_in_loop_plugins_is_in_the_drivers_table_and_its_section_is_checked(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("loop:\n  plugins: [stage_plugin]\n  num_iterations: 1\nshort_contexts:\n  max_words: 5\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), str(REPO)])}
+
+    def python(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    made = python("collabloop.loop", "env", "--config", str(config), "--run_dir", str(tmp_path / "run"))
+    assert made.returncode == 0, made.stderr
+    stages = python("collabloop.driver", "stages", "--run_dir", str(tmp_path / "run"), "--iteration", "1")
+    assert stages.stdout.split()[:3] == ["contexts", "short_contexts", "generate"], stages.stderr
+    config.write_text("loop:\n  plugins: [stage_plugin]\nshort_contexts:\n  max_wrods: 5\n")
+    typo = python("collabloop.loop", "check", "--config", str(config))
+    assert typo.returncode == 1 and "section 'short_contexts': unknown key 'max_wrods'" in typo.stderr
