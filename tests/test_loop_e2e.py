@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -76,6 +77,7 @@ def test_run_loop_tiny(model_dir, tmp_path):
     # And beside it the page to browse the run, with the data of the trained iteration and the evaluation.
     assert (run_dir / "report" / "index.html").is_file()
     assert {p.name for p in (run_dir / "report" / "viewer").glob("*_0.js")} == {"iter_1_0.js", "eval_0.js"}
+    browse(run_dir / "report" / "index.html", tmp_path / "browser")
 
     # Every file the run wrote can be inspected, and a record shown as a conversation.
     from collabloop.inspect_run import main as inspect_main
@@ -160,3 +162,27 @@ def test_zero_iterations_evaluate_any_model_on_any_task_file(model_dir, tmp_path
     assert "ask_rate" in summary["metrics"]
     assert "only iteration 0" in result.stdout and "underspecified (1 task)" in result.stdout
     assert f"done: evaluated {MODEL} in {run_dir} (no training: num_iterations 0)" in result.stdout
+
+
+def browse(page_path: Path, folder: Path) -> None:
+    """The page run_loop.sh wrote, in headless Chromium where there is one: a context's candidates and a
+    candidate's futures open and read, an opening played by both iterations side by side, no errors."""
+    from tests.cdp import Chromium, find_chromium
+
+    if find_chromium() is None:
+        return  # tests/test_run_viewer.py says, by a skip, that the browser checks did not run
+    with Chromium.start(find_chromium(), folder) as page:
+        page.open(page_path.as_uri())
+        page.evaluate("document.querySelector('#list li').click()")
+        page.wait_until("document.querySelectorAll('#detail .candidate').length === 2")  # K=2
+        page.evaluate("document.querySelector('#detail .candidate details.futures summary').click()")
+        page.wait_until("document.querySelector('#detail .candidate .future')")
+        future = page.evaluate("document.querySelector('#detail .candidate .future').textContent")
+        assert "simulated user" in future or "failed" in future, future
+        page.evaluate("document.querySelector('#views button[data-view=\"eval\"]').click()")
+        page.evaluate("document.querySelector('#list li').click()")
+        page.wait_until("document.querySelectorAll('#detail .side-by-side .conversation').length === 2")
+        heads = page.evaluate("Array.from(document.querySelectorAll('.iter-head')).map(h => h.textContent)")
+        assert heads[0].startswith("iteration 0") and heads[1].startswith("iteration 1"), heads
+        assert page.errors() == []
+        page.screenshot(folder / "tiny.png")
