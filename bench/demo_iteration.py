@@ -174,9 +174,10 @@ def main() -> None:
     import yaml
 
     from collabloop.config import parse_config
-    from collabloop.driver import SERVER_STATE, count_gpus
+    from collabloop.devices import plan_devices, visible_gpus
+    from collabloop.driver import SERVER_STATE
     from collabloop.loop_config import LoopConfig
-    from collabloop.pipeline import iteration_stages, plan_devices
+    from collabloop.pipeline import iteration_stages
 
     run_dir = (REPO / args.run_dir).resolve()
     looks_like_ours = run_dir.exists() and ((run_dir / "config.yaml").exists()
@@ -210,7 +211,7 @@ def main() -> None:
             env_argv += ["--num_shards", str(args.num_shards)]
         rows.append(run_stage("config", [[(env_argv, logs / "config.log")]], sampler, env))
         loop = parse_config(LoopConfig, "loop", ["--config", str(run_dir / "config.yaml")])
-        devices = plan_devices(loop, count_gpus())
+        devices = plan_devices(loop, visible_gpus())
         # Iteration 1 as run_loop.sh runs it, through the same driver; its evaluation is left out.
         for name in [n for n in iteration_stages(loop, 1) if n != "evaluate"]:
             step = [*driver, "run", name, "--run_dir", str(run_dir), "--iteration", "1"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from collabloop import pipeline
 from collabloop.cli import run_main
 from collabloop.config import ConfigError, parse_config
 from collabloop.console import error, say
+from collabloop.devices import Devices, plan_devices, shard_places, visible_gpus
 from collabloop.loop_config import LoopConfig
 from collabloop.run_lock import hold
 from collabloop.stage import StageError
@@ -50,13 +50,6 @@ class Run:
 
     def argv(self, name: str, iteration: int) -> list[str]:
         return [sys.executable, *pipeline.stage_args(name, self.loop, self.config, self.dir, iteration)]
-
-
-def count_gpus() -> int:
-    if not shutil.which("nvidia-smi"):
-        return 0
-    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    return len(listing.stdout.splitlines()) if listing.returncode == 0 else 0
 
 
 def call(argv: list[str], **kwargs) -> int:
@@ -147,7 +140,7 @@ def stop_server(run_dir: str | Path) -> None:
 def run_stage(run: Run, name: str, iteration: int) -> None:
     stage = pipeline.STAGES[name]
     argv = run.argv(name, iteration)
-    devices = pipeline.plan_devices(run.loop, count_gpus())
+    devices = plan_devices(run.loop, visible_gpus())
     if stage.trainer:
         return train(run, stage, argv, devices)
     if stage.per_record and devices.num_shards > 1:
@@ -157,7 +150,7 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
     must(call(argv))
 
 
-def run_sharded(run: Run, stage: pipeline.StageSpec, argv: list[str], output: Path, devices: pipeline.Devices) -> None:
+def run_sharded(run: Run, stage: pipeline.StageSpec, argv: list[str], output: Path, devices: Devices) -> None:
     """One process per shard (its own GPU, or its own share of the cores), the merge, then the unsharded
     command, which finds the merged output up to date (and, for evaluate, writes the summary)."""
     from collabloop.shards import merge_line
@@ -170,7 +163,7 @@ def run_sharded(run: Run, stage: pipeline.StageSpec, argv: list[str], output: Pa
     output.parent.mkdir(parents=True, exist_ok=True)
     logs = [output.with_name(f"{output.stem}.shard{s}-of-{n}.log") for s in range(n)]
     say(f"[{stage.name}] {n} shards (logs: {output.with_name(f'{output.stem}.shard<i>-of-{n}.log')})")
-    places = pipeline.shard_places(devices, sorted(os.sched_getaffinity(0)))
+    places = shard_places(devices, sorted(os.sched_getaffinity(0)))
     processes = []
     for s, (place, log) in enumerate(zip(places, logs)):
         with open(log, "w") as f:
@@ -195,7 +188,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def train(run: Run, stage: pipeline.StageSpec, argv: list[str], devices: pipeline.Devices) -> None:
+def train(run: Run, stage: pipeline.StageSpec, argv: list[str], devices: Devices) -> None:
     """A trainer under accelerate launch, unless its model is up to date (asked in one plain process, which
     is quicker than starting every rank to learn it)."""
     answer = up_to_date_line(argv)

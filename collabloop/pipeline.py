@@ -13,7 +13,6 @@ the same for every model) and their conversations. Iteration i >= 1 trains the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from annotate_data.scoring import STAGE as ANNOTATE
@@ -120,34 +119,3 @@ def check_inputs_not_set(path: str, data: dict, loop: LoopConfig) -> None:
                     f"To give it yourself, run the stage alone: python {stage.script} --config {path} "
                     f"--{key} VALUE"
                 )
-
-
-@dataclass(frozen=True)
-class Devices:
-    """Where the processes of a run go: training ranks, and the shards of the per-record stages."""
-
-    num_gpus: int
-    num_processes: int  # training ranks
-    num_shards: int
-
-
-def plan_devices(loop: LoopConfig, num_gpus: int) -> Devices:
-    num_processes = loop.num_processes or num_gpus or 2  # CPU-only: ZeRO-2 over 2 gloo processes
-    num_shards = loop.num_shards or num_gpus or 1
-    if num_gpus and num_shards > num_gpus:
-        raise ConfigError(f"loop.num_shards={num_shards} but this machine has {num_gpus} GPUs; each shard's vLLM "
-                          "engine needs a GPU of its own")
-    return Devices(num_gpus, num_processes, num_shards)
-
-
-def shard_places(devices: Devices, cpus: list[int]) -> list[dict]:
-    """Per shard: the environment it adds (its GPU) and the CPU cores it may use (its share of `cpus`)."""
-    per = max(1, len(cpus) // devices.num_shards)
-    places = []
-    for s in range(devices.num_shards):
-        if devices.num_gpus:
-            places.append({"env": {"CUDA_VISIBLE_DEVICES": str(s)}, "cpus": cpus})
-        else:
-            first = (s * per) % len(cpus)
-            places.append({"env": {}, "cpus": cpus[first : first + per]})
-    return places

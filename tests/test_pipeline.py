@@ -8,6 +8,7 @@ import pytest
 
 from collabloop import pipeline
 from collabloop.config import ConfigError, parse_config
+from collabloop.devices import parse_visible_devices, plan_devices, shard_places, visible_gpus
 from collabloop.loop_config import LoopConfig
 from collabloop.pipeline import SECTIONS
 from tests.conftest import REPO
@@ -100,17 +101,36 @@ def test_each_iteration_starts_from_the_last_model_and_evaluates_on_the_same_ope
     assert unsimulated["without_futures"] == "true"
 
 
-def test_devices_and_the_places_of_shards():
-    cpu = pipeline.plan_devices(LoopConfig(), num_gpus=0)
+def test_devices_and_the_places_of_shards(monkeypatch):
+    cpu = plan_devices(LoopConfig(), [])
     assert (cpu.num_processes, cpu.num_shards) == (2, 1)  # ZeRO-2 over 2 gloo processes; one shard on CPU
-    two = pipeline.plan_devices(LoopConfig(num_shards=2), num_gpus=0)
-    assert pipeline.shard_places(two, [4, 5, 6]) == [{"env": {}, "cpus": [4]}, {"env": {}, "cpus": [5]}]
-    gpus = pipeline.plan_devices(LoopConfig(), num_gpus=4)
+    two = plan_devices(LoopConfig(num_shards=2), [])
+    assert shard_places(two, [4, 5, 6]) == [{"env": {}, "cpus": [4]}, {"env": {}, "cpus": [5]}]
+    gpus = plan_devices(LoopConfig(), ["0", "1", "2", "3"])
     assert (gpus.num_processes, gpus.num_shards) == (4, 4)
-    assert [p["env"] for p in pipeline.shard_places(gpus, [0, 1])] == [{"CUDA_VISIBLE_DEVICES": str(s)}
-                                                                        for s in range(4)]
-    with pytest.raises(ConfigError, match="loop.num_shards=3 but this machine has 2 GPUs"):
-        pipeline.plan_devices(LoopConfig(num_shards=3), num_gpus=2)
+    assert [p["env"] for p in shard_places(gpus, [0, 1])] == [{"CUDA_VISIBLE_DEVICES": str(s)} for s in range(4)]
+    with pytest.raises(ConfigError, match="loop.num_shards=3 but this process sees 2 GPUs"):
+        plan_devices(LoopConfig(num_shards=3), ["0", "1"])
+    with pytest.raises(ConfigError, match="loop.num_processes=4 but this process sees 2 GPUs"):
+        plan_devices(LoopConfig(num_processes=4), ["0", "1"])
+
+
+def test_the_gpus_of_a_selection_are_the_ones_used(monkeypatch):
+    # SLURM or the user gave this job GPUs 2 and 5 of the node: shards and ranks stay on those two.
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}) == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    devices = plan_devices(LoopConfig(), visible_gpus())
+    assert (devices.num_processes, devices.num_shards) == (2, 2)
+    assert [p["env"]["CUDA_VISIBLE_DEVICES"] for p in shard_places(devices, [0])] == ["2", "5"]
+    with pytest.raises(ConfigError, match=r"sees 2 GPUs \(CUDA_VISIBLE_DEVICES=2,5\)"):
+        plan_devices(LoopConfig(num_shards=3), visible_gpus())
+    # UUIDs pass through; CUDA stops reading at the first invalid entry; empty or -1 hides every GPU.
+    uuids = "GPU-8f1c2a3b-0000-1111-2222-333344445555,MIG-1a2b3c4d-aaaa-bbbb-cccc-ddddeeeeffff"
+    assert parse_visible_devices(uuids) == uuids.split(",")
+    assert parse_visible_devices("1, 3,-1,4") == ["1", "3"]
+    assert parse_visible_devices("") == [] and parse_visible_devices("-1") == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert plan_devices(LoopConfig(), visible_gpus()).gpus == ()  # a CPU plan, not every GPU of the node
 
 
 def test_the_driver_reads_the_run_folder_and_says_what_is_missing(tmp_path):
