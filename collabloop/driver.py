@@ -104,7 +104,9 @@ def ensure_server(run: Run) -> None:
         raise StageError(f"something already answers on 127.0.0.1:{port}; set loop.simulator_port to a free port")
     log = run.dir / "simulator_server.log"
     say(f"starting simulator server: {loop.simulator_model_path} on 127.0.0.1:{port} (log: {log})")
-    server = SimulatorServer(loop.simulator_model_path, port, loop.simulator_served_name, log_path=str(log))
+    server = SimulatorServer(loop.simulator_model_path, port, loop.simulator_served_name, log_path=str(log),
+                             gpu_memory_utilization=loop.server_gpu_memory_utilization,
+                             max_model_len=loop.server_max_model_len)
     server.start()  # in its own session: it outlives this process, and stop_server stops its workers too
     state_path.write_text(json.dumps({"pid": server.process.pid, "port": port}) + "\n")
     try:
@@ -141,6 +143,8 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
     stage = pipeline.STAGES[name]
     argv = run.argv(name, iteration)
     devices = plan_devices(run.loop, visible_gpus())
+    if devices.gpus and not stage.trainer:
+        check_gpu_memory(run, stage, argv)
     if stage.trainer:
         return train(run, stage, argv, devices)
     if stage.per_record and devices.num_shards > 1:
@@ -148,6 +152,16 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
     if pipeline.needs_server(stage, run.loop) and up_to_date_line(argv) is None:
         ensure_server(run)
     must(call(argv))
+
+
+def check_gpu_memory(run: Run, stage: pipeline.StageSpec, argv: list[str]) -> None:
+    """Refuse, before any model loads, a stage whose vLLM engines (and the run's server) cannot share a GPU."""
+    from collabloop.config import parse_config
+    from collabloop.memory_plan import gpu_memory_gib, plan_engines, stage_engines
+
+    engines = stage_engines(parse_config(stage.config, stage.name, argv[2:]), run.loop)
+    if engines:
+        plan_engines(engines, gpu_memory_gib(), f"stage {stage.name} on a GPU of this machine")
 
 
 def run_sharded(run: Run, stage: pipeline.StageSpec, argv: list[str], output: Path, devices: Devices) -> None:
@@ -196,6 +210,8 @@ def train(run: Run, stage: pipeline.StageSpec, argv: list[str], devices: Devices
         return say(answer)
     if pipeline.needs_server(stage, run.loop):
         ensure_server(run)
+    elif devices.gpus:
+        stop_server(run.dir)  # its share of GPU 0 is the trainers' now; the next stage that calls it restarts it
     env = dict(os.environ)
     # Each rank's share of the cores, said here: torchrun would pick 1 and print a warning about it.
     env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // devices.num_processes)))

@@ -38,6 +38,12 @@ class LoopConfig:
     )
     simulator_port: int = _help("Port of the simulator server on 127.0.0.1 (simulator_backend server).",
                                 default=SERVER_PORT)
+    server_gpu_memory_utilization: float = _help(
+        "Share of the first visible GPU the run's simulator server takes (simulator_backend server); it lives "
+        "across stages beside their engines, and is stopped before training. Ignored on CPU.",
+        default=0.3,
+    )
+    server_max_model_len: int = _help("Context length in tokens of the run's simulator server.", default=4096)
     simulator_served_name: str = _help(
         "Name the server serves the model under (hosted_vllm/<name>).",
         default=SERVED_NAME,
@@ -111,6 +117,11 @@ class LoopConfig:
         if self.reference not in ("initial", "previous"):
             raise ConfigError(f"reference must be 'initial' or 'previous', got {self.reference!r}")
         at_least(self, 0, "num_processes", "num_shards")
+        at_least(self, 16, "server_max_model_len")
+        if not 0 < self.server_gpu_memory_utilization < 1:
+            raise ConfigError(
+                f"server_gpu_memory_utilization must be in (0, 1), got {self.server_gpu_memory_utilization}"
+            )
 
     @property
     def online(self) -> bool:

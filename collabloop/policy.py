@@ -5,7 +5,8 @@ reproducible per batch: the engine core runs in this process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) and the torch generator is reseeded with
 a seed derived from the batch before each call, so a batch that is redone
 after a kill gives the same text. (A per-request `seed` would do this more
-simply, but it crashes the CPU engine: "CPU Generator does not use offset".)
+simply, but it crashes the CPU engine: "CPU Generator does not use offset".) On a GPU the engine
+seeds unseeded requests itself, so there each request gets a seed derived from its batch's.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def shared_llm(
     model: str,
     seed: int,
     dtype: str = "auto",
-    max_model_len: int = 2048,
+    max_model_len: int = 0,
     kv_cache_gib: int = 1,
     enable_prefix_caching: bool = True,
     enforce_eager: bool = True,
@@ -85,6 +86,7 @@ def shared_llm(
     """The process's `vllm.LLM` for `model` in `dtype`, started on first use.
 
     The settings of the first caller hold for every later one (an engine cannot change them).
+    `max_model_len` 0: the model's own context length, as vLLM reads it from its config.
     `gpu_memory_utilization` is the share of the GPU this engine takes; on CPU the KV cache is
     `kv_cache_gib` instead, and the share is not passed.
     """
@@ -101,7 +103,7 @@ def shared_llm(
             model=model,
             seed=seed,
             dtype=resolved,
-            max_model_len=max_model_len,
+            max_model_len=max_model_len or None,
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=enforce_eager,
             **on_gpu,
@@ -119,6 +121,12 @@ class PolicyEngine:
         self.dtype = resolve_dtype(dtype)
         self.llm = shared_llm(model, seed, dtype, **engine_settings)
         self.tokenizer = self.llm.get_tokenizer()
+        # The engine's context length: the model's own, or what its first user set (a shared engine).
+        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+
+    def prompt_tokens(self, conversation: list[dict], reply_opening: str = "") -> int:
+        """Tokens of the prompt `chat` makes of `conversation` (with the reply's opening, when given)."""
+        return prompt_tokens(self.tokenizer, conversation, reply_opening)
 
     def chat(
         self,
@@ -128,28 +136,55 @@ class PolicyEngine:
         batch_seed: int,
         progress: bool = True,
         reply_opening: str = "",
-    ) -> list[list[str]]:
+    ) -> list[list[str] | None]:
         """Sample `n` replies for each conversation, in one engine batch; with `reply_opening`, every reply
-        starts with that text (the model continues it) and is returned with it."""
+        starts with that text (the model continues it) and is returned with it.
+
+        A conversation whose prompt leaves less than `max_new_tokens` of the engine's context length gets
+        None instead of replies, and is not sent: vLLM would refuse the whole batch for it. The caller ends
+        that conversation and counts it.
+        """
         import torch
         from vllm import SamplingParams
 
-        if not conversations:
-            return []
-        params = SamplingParams(
-            n=n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-        )
-        torch.manual_seed(batch_seed)
+        fits = [self.prompt_tokens(c, reply_opening) + sampling.max_new_tokens <= self.max_model_len
+                for c in conversations]
+        sent = [c for c, ok in zip(conversations, fits) if ok]
+        if not sent:
+            return [None] * len(conversations)
+
+        def params(seed: int | None) -> SamplingParams:
+            return SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                  max_tokens=sampling.max_new_tokens, seed=seed)
+
+        if torch.cuda.is_available():
+            # vLLM's GPU runner seeds every unseeded request itself, so the torch generator fixes nothing
+            # there: each conversation gets its own seed (which the CPU engine cannot take, see above).
+            per_request = [params(derive_seed(batch_seed, i)) for i, ok in enumerate(fits) if ok]
+        else:
+            per_request = params(None)
+            torch.manual_seed(batch_seed)
         if reply_opening:
-            opened = [[*c, {"role": "assistant", "content": reply_opening}] for c in conversations]
-            outputs = self.llm.chat(opened, params, use_tqdm=progress, add_generation_prompt=False,
+            opened = [[*c, {"role": "assistant", "content": reply_opening}] for c in sent]
+            outputs = self.llm.chat(opened, per_request, use_tqdm=progress, add_generation_prompt=False,
                                     continue_final_message=True)
         else:
-            outputs = self.llm.chat(conversations, params, use_tqdm=progress, add_generation_prompt=True)
-        return [[reply_opening + o.text for o in out.outputs] for out in outputs]
+            outputs = self.llm.chat(sent, per_request, use_tqdm=progress, add_generation_prompt=True)
+        replies = iter([[reply_opening + o.text for o in out.outputs] for out in outputs])
+        return [next(replies) if ok else None for ok in fits]
+
+
+def prompt_tokens(tokenizer, conversation: list[dict], reply_opening: str = "") -> int:
+    """Tokens of the chat prompt of `conversation`: ready for the assistant's reply, or inside it after
+    `reply_opening`."""
+    if reply_opening:
+        ids = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": reply_opening}],
+                                            tokenize=True, continue_final_message=True)
+    else:
+        ids = tokenizer.apply_chat_template(conversation, tokenize=True, add_generation_prompt=True)
+    if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return len(ids)
 
 
 class LazyPolicyEngine:
@@ -160,10 +195,13 @@ class LazyPolicyEngine:
         self._args, self._kwargs = args, kwargs
         self._engine: PolicyEngine | None = None
 
-    def chat(self, *args, **kwargs) -> list[list[str]]:
+    def chat(self, *args, **kwargs) -> list[list[str] | None]:
+        return self.started().chat(*args, **kwargs)
+
+    def started(self) -> PolicyEngine:
         if self._engine is None:
             self._engine = PolicyEngine(*self._args, **self._kwargs)
-        return self._engine.chat(*args, **kwargs)
+        return self._engine
 
 
 def policy_engine(cfg, lazy: bool = False) -> PolicyEngine | LazyPolicyEngine:

@@ -30,10 +30,11 @@ class Rollout:
     future: list[dict] = field(default_factory=list)
     terminated: bool = False
     error: str | None = None
+    too_long: bool = False  # ended because the next reply would not fit the policy's context length
 
     @property
     def live(self) -> bool:
-        return not self.terminated and self.error is None
+        return not self.terminated and self.error is None and not self.too_long
 
 
 def roll_out(
@@ -84,6 +85,10 @@ def roll_out(
             [r.history for r in live], sampling, n=1, batch_seed=derive_seed(*seed_parts, turn), progress=False
         )
         for rollout, reply in zip(live, replies):
+            if reply is None:  # scored on the turns it had, as at the turn limit
+                rollout.too_long = True
+                counts["conversations_ended_too_long"] += 1
+                continue
             assistant = {"role": "assistant", "content": reply[0]}
             rollout.history.append(assistant)
             rollout.future.append(assistant)

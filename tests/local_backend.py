@@ -80,6 +80,23 @@ def main(model_dir: str, work: str, mode: str) -> None:
                           progress=False)
     out["engines"] = len(_ENGINES)
     out["policy_reply"] = replies[0][0]
+
+    # Lengths: the engine's context length is the first user's (512); a conversation that leaves no room for a
+    # whole reply is not sent (vLLM would refuse the batch), the others are answered.
+    out["policy_max_model_len"] = policy.max_model_len
+    out["too_long_replies"] = policy.chat([[{"role": "user", "content": "word " * 600}], [{"role": "user",
+                                           "content": "Hi"}]], SamplingSettings(0.8, 1.0, 8), n=1, batch_seed=1,
+                                          progress=False)
+    # A future whose reply after the simulated user's turn would not fit: ended there and counted, no error.
+    from collabloop.rollout import Rollout, roll_out
+
+    history = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "In base 10?"}]
+    room = policy.max_model_len - policy.prompt_tokens(history)  # fits now; not once the user has spoken
+    future = Rollout(task=task, salt="long", history=list(history))
+    counts = roll_out([future], 3, client(ResponseCache(Path(work) / "d.sqlite")), policy,
+                      SamplingSettings(0.8, 1.0, room), ("t",), "text")
+    out["too_long_future"] = {"future": future.future, "error": future.error, "too_long": future.too_long,
+                              "counted": counts["conversations_ended_too_long"]}
     print("RESULT " + json.dumps(out))
 
 

@@ -51,6 +51,12 @@ def test_local_backend_batches_caches_judges_and_shares_the_policy_engine(model_
 
     assert out["engines"] == 1  # the policy sampled from the simulator's engine: the same model
     assert out["policy_reply"].strip()
+    assert out["policy_max_model_len"] == 512  # the shared engine's, set by its first user
+    too_long, fits = out["too_long_replies"]
+    assert too_long is None and fits[0].strip()
+    ended = out["too_long_future"]
+    assert ended["too_long"] and ended["error"] is None and ended["counted"] == 1
+    assert [m["role"] for m in ended["future"]] == ["user"]  # the simulated user's turn, then no reply
 
     rerun = backend(model_dir, tmp_path, "rerun")
     assert rerun["texts"] == texts[:7] and rerun["errors"] == [None] * 7 and rerun["cached"] == [True] * 7
