@@ -74,6 +74,7 @@ class LocalModel:
 
         llm = self._engine()
         tokenizer = llm.get_tokenizer()
+        on_gpu = torch.cuda.is_available()  # there each request carries its own seed (collabloop/policy.py)
         # A shared engine keeps the context length its first user gave it.
         model_config = getattr(llm.llm_engine, "model_config", None)
         limit = min(self.max_model_len, getattr(model_config, "max_model_len", self.max_model_len))
@@ -97,11 +98,13 @@ class LocalModel:
             params.append(SamplingParams(
                 temperature=sampling["temperature"], max_tokens=min(sampling["max_tokens"], room),
                 stop=sampling["stop"], logprobs=sampling["top_logprobs"], structured_outputs=structured,
+                seed=derive_seed("local", batch[i][0]) if on_gpu else None,
             ))
             where.append(i)
         if prompts:
             self.batches += 1
-            torch.manual_seed(derive_seed("local", *(batch[i][0] for i in where)))
+            if not on_gpu:
+                torch.manual_seed(derive_seed("local", *(batch[i][0] for i in where)))
             outputs = llm.generate(prompts, params, use_tqdm=False)
             for i, output in zip(where, outputs):
                 choice = output.outputs[0]

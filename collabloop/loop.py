@@ -8,7 +8,9 @@
     python -m collabloop.loop check --config FILE
         validates the YAML and says so;
     python -m collabloop.loop estimate --config FILE [--run_dir DIR]
-        prints the run's calls, tokens and cost before it starts (collabloop/estimate.py).
+        prints the run's calls, tokens and cost before it starts (collabloop/estimate.py);
+    python -m collabloop.loop plan_memory --config FILE [--gpu_memory_gib 80]
+        prints each stage's vLLM engines on one GPU, or what does not fit (collabloop/memory_plan.py).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def format_summary(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("env", "summary", "check", "estimate"):
+    if not argv or argv[0] not in ("env", "summary", "check", "estimate", "plan_memory"):
         raise SystemExit(__doc__)
     command, rest = argv[0], argv[1:]
     try:
@@ -241,6 +243,13 @@ def main(argv: list[str] | None = None) -> None:
             check_run_config(config)
             run_dir = rest[rest.index("--run_dir") + 1] if "--run_dir" in rest else None
             print(render(estimate(config, run_dir)))
+        elif command == "plan_memory":
+            from collabloop.memory_plan import run_plan
+
+            config = rest[rest.index("--config") + 1]
+            check_run_config(config)
+            gib = float(rest[rest.index("--gpu_memory_gib") + 1]) if "--gpu_memory_gib" in rest else 80.0
+            print("\n".join(run_plan(config, gib)))
         else:
             iter_dir = rest[rest.index("--iter_dir") + 1]
             summary = summarize_iteration(iter_dir)

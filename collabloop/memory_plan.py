@@ -151,11 +151,12 @@ def plan_engines(engines: list[Engine], gpu_memory_gib: float, where: str) -> li
     return plans
 
 
-def stage_engines(cfg, loop=None) -> list[Engine]:
+def stage_engines(cfg, loop=None, trained_policy: bool = False) -> list[Engine]:
     """The engines a stage's config starts on its GPU: the policy's, a local simulator or judge of another
     model (one of the policy's model samples from the policy's engine), and the run's simulator server,
     which lives across stages on the first visible GPU (`loop`: the run's settings; None for a stage run
-    alone)."""
+    alone). `trained_policy`: plan for a policy trained by the run, a model of its own even where `cfg.model`
+    names its starting point."""
     import os
 
     from collabloop.local_llm import is_local, local_path
@@ -164,7 +165,8 @@ def stage_engines(cfg, loop=None) -> list[Engine]:
     seen: set[str] = set()
     if hasattr(cfg, "gpu_memory_utilization") and getattr(cfg, "model", ""):
         engines.append(Engine("policy", cfg.model, cfg.gpu_memory_utilization, cfg.max_model_len, cfg.dtype))
-        seen.add(os.path.realpath(cfg.model))
+        if not trained_policy:
+            seen.add(os.path.realpath(cfg.model))
     for field in ("simulator_model", "judge_model"):
         model = getattr(cfg, field, "") or ""
         if is_local(model) and os.path.realpath(local_path(model)) not in seen:
@@ -182,3 +184,28 @@ def gpu_memory_gib() -> float:
     import torch
 
     return torch.cuda.get_device_properties(0).total_memory / GIB
+
+
+def run_plan(config_path: str, gpu_memory_gib: float) -> list[str]:
+    """The memory plan of every stage of a run YAML with vLLM engines, on one GPU of `gpu_memory_gib` (the
+    policy planned as a trained model, beside a local simulator or judge of its starting model); raises a
+    ConfigError for the first stage that does not fit."""
+    from dataclasses import replace
+
+    from collabloop.config import parse_config
+    from collabloop.loop_config import LoopConfig
+    from collabloop.pipeline import record_stages
+
+    argv = ["--config", config_path]
+    loop = parse_config(LoopConfig, "loop", argv)
+    lines = [f"memory plan of {config_path} on one GPU of {gpu_memory_gib:g} GiB (weights at 2 bytes a parameter, "
+             f"{RESERVE_GIB:g} GiB reserved per engine for activations):"]
+    for name, stage in record_stages().items():
+        cfg = parse_config(stage.config, name, argv)
+        if hasattr(cfg, "gpu_memory_utilization"):
+            cfg = replace(cfg, model=loop.initial_model)
+        engines = stage_engines(cfg, loop, trained_policy=True)
+        if engines:
+            lines.append(f"  {name}:")
+            lines += [f"    {plan.line()}" for plan in plan_engines(engines, gpu_memory_gib, f"{config_path}, {name}")]
+    return lines
