@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--max_exchanges", type=int, default=3, help="most user/assistant exchanges per conversation")
     parser.add_argument("--max_reply_words", type=int, default=300)
     parser.add_argument("--max_length", type=int, default=2048, help="the scorer's max_length (tokens)")
-    parser.add_argument("--dtype", default="float32", help="the scorer's dtype (the annotate stage uses float32)")
+    parser.add_argument("--dtype", default="float32", help="the scorer's dtype (annotate: auto, float32 on a CPU)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=MODEL)

@@ -14,10 +14,25 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+def resolve_device_dtype(dtype: str, cuda_available: bool | None = None) -> tuple[str, str]:
+    """Where the reward model runs and in which dtype: a GPU in bfloat16 when there is one ('auto'), else the
+    CPU in float32 (bfloat16 on a CPU without native support is several times slower)."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if dtype == "auto":
+        dtype = "bfloat16" if cuda_available else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"reward model dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    return ("cuda" if cuda_available else "cpu"), dtype
+
+
 class RewardModelScorer:
     """Scores chat conversations with a `AutoModelForSequenceClassification` model (one label)."""
 
-    def __init__(self, model_path: str, batch_size: int = 16, max_length: int = 2048, dtype: str = "float32"):
+    def __init__(self, model_path: str, batch_size: int = 16, max_length: int = 2048, dtype: str = "auto"):
+        """`dtype` 'auto': bfloat16 on a GPU (where the model then runs), float32 on the CPU."""
         import torch
         from transformers import AutoModelForSequenceClassification
 
@@ -33,7 +48,9 @@ class RewardModelScorer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = load_tokenizer(model_path)
+        self.device, dtype = resolve_device_dtype(dtype)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model.to(self.device)
         if self.model.config.num_labels != 1:
             raise ValueError(
                 f"reward model {model_path!r} has {self.model.config.num_labels} labels; a reward model has 1"
@@ -76,7 +93,8 @@ class RewardModelScorer:
                 for row, i in enumerate(batch):
                     input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                     attention[row, : len(encoded[i])] = 1
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits
+                logits = self.model(input_ids=input_ids.to(self.device),
+                                    attention_mask=attention.to(self.device)).logits
                 for row, i in enumerate(batch):
-                    scores[i] = float(logits[row, 0])
+                    scores[i] = float(logits[row, 0].float())
         return scores  # type: ignore[return-value]

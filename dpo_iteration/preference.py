@@ -9,6 +9,7 @@ defaults for the algorithm (`ALGORITHMS[...].defaults`) < YAML < command line.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -64,6 +65,16 @@ def kto_rows(args: PreferenceArgs, counts: Counter) -> list[dict]:
     return rows
 
 
+def reference_copy_needed(uses_reference: bool, args: PreferenceArgs) -> bool:
+    """Whether the trainer needs a second model as its reference. Not under LoRA when the reference is the
+    model being trained (iteration 1, or loop.reference previous): the policy with its adapter disabled is
+    that model, and a copy would cost its whole size again on every GPU (16 GB for an 8B model in bf16)."""
+    if not (uses_reference and args.ref_model):
+        return False
+    same = os.path.realpath(args.ref_model) == os.path.realpath(args.model_name_or_path)
+    return not (args.use_peft and same)
+
+
 def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     spec = ALGORITHMS[algorithm]
     output_dir = Path(trl_args.output_dir)
@@ -102,8 +113,9 @@ def run(algorithm: str, args: PreferenceArgs, trl_args) -> dict | None:
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
     extra = {}
-    if spec.uses_reference and args.ref_model:
+    if reference_copy_needed(spec.uses_reference, args):
         extra["ref_model"] = AutoModelForCausalLM.from_pretrained(args.ref_model)
+    stage.counts["reference_copies_loaded"] = int("ref_model" in extra)
     dataset = load_dataset("json", data_files=str(data_path), split="train").select_columns(columns)
     trainer = spec.load("trainer_class")(
         model=model, args=trl_args, train_dataset=dataset, processing_class=tokenizer,

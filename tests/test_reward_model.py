@@ -6,7 +6,7 @@ import pytest
 
 from collabloop.jsonl import read_records
 from collabloop.records import Rewarded
-from collabloop.reward_model import RewardModelScorer
+from collabloop.reward_model import RewardModelScorer, resolve_device_dtype
 from tests.conftest import math_task, write_jsonl
 
 
@@ -47,6 +47,14 @@ def test_long_conversations_keep_their_end_and_are_counted(reward_model_dir):
     scorer = RewardModelScorer(str(reward_model_dir), batch_size=2, max_length=16)
     scores = scorer.score(CONVERSATIONS)
     assert scorer.texts_truncated >= 3 and len(scores) == len(CONVERSATIONS)
+
+
+def test_the_reward_model_runs_on_a_gpu_in_bf16_and_in_float32_on_a_cpu():
+    assert resolve_device_dtype("auto", cuda_available=True) == ("cuda", "bfloat16")
+    assert resolve_device_dtype("auto", cuda_available=False) == ("cpu", "float32")
+    assert resolve_device_dtype("float32", cuda_available=True) == ("cuda", "float32")  # asked for: kept
+    with pytest.raises(ValueError, match="got 'fp8'"):
+        resolve_device_dtype("fp8", cuda_available=True)
 
 
 def test_not_a_reward_model_is_refused(model_dir, tmp_path):

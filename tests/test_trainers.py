@@ -97,7 +97,7 @@ def trained(tmp_path_factory):
     }
     runs["dpo_rpo_lora"] = (train, preference_argv(
         tmp / "dpo_rpo_lora", "dpo", pairs, "--rpo_alpha", "0.5", "--use_peft", "true", "--lora_r", "8",
-        "--precompute_ref_log_probs", "true"))
+        "--precompute_ref_log_probs", "true", *ref))  # the reference is the model trained, as in iteration 1
     runs["kto_rewards"] = (train, preference_argv(
         tmp / "kto_rewards", "kto", pairs, "--kto_source", "rewards", "--rewards_path", str(rewards),
         "--desirable_weight", "1.0", "--undesirable_weight", "1.5"))
@@ -156,6 +156,10 @@ def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(trained):
     model_dir = tmp / "dpo_rpo_lora" / "model"
     meta = assert_trained(model_dir)
     assert meta["config"]["loss_type"] == ["sigmoid", "sft"] and meta["config"]["loss_weights"] == [1.0, 0.5]
+    # Under LoRA the adapter-disabled policy is the reference: no second copy of the model was loaded (full
+    # fine-tuning with the same reference loads one).
+    assert meta["counts"]["reference_copies_loaded"] == 0
+    assert json.loads((tmp / "dpo" / "model.meta.json").read_text())["counts"]["reference_copies_loaded"] == 1
     assert (model_dir / "adapter" / "adapter_config.json").exists()
     # The merged model is a plain checkpoint that the next iteration's vLLM engine loads.
     assert not (model_dir / "adapter_config.json").exists()
