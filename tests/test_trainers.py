@@ -97,7 +97,8 @@ def trained(tmp_path_factory):
     }
     runs["dpo_rpo_lora"] = (train, preference_argv(
         tmp / "dpo_rpo_lora", "dpo", pairs, "--rpo_alpha", "0.5", "--use_peft", "true", "--lora_r", "8",
-        "--precompute_ref_log_probs", "true", *ref))  # the reference is the model trained, as in iteration 1
+        "--precompute_ref_log_probs", "true", *ref,  # the reference is the model trained, as in iteration 1
+        "--bf16", "true", "--gradient_checkpointing", "true"))  # the recipes' combination, on CPU as on GPUs
     runs["kto_rewards"] = (train, preference_argv(
         tmp / "kto_rewards", "kto", pairs, "--kto_source", "rewards", "--rewards_path", str(rewards),
         "--desirable_weight", "1.0", "--undesirable_weight", "1.5"))
@@ -156,6 +157,9 @@ def test_dpo_with_rpo_alpha_lora_and_precomputed_reference(trained):
     model_dir = tmp / "dpo_rpo_lora" / "model"
     meta = assert_trained(model_dir)
     assert meta["config"]["loss_type"] == ["sigmoid", "sft"] and meta["config"]["loss_weights"] == [1.0, 0.5]
+    # LoRA, bf16 and gradient checkpointing under ZeRO-2, as the CollabLLM recipes train (tests/test_gpu_path.py
+    # checks that each recipe asks for this combination).
+    assert meta["config"]["bf16"] is True and meta["config"]["gradient_checkpointing"] is True
     # Under LoRA the adapter-disabled policy is the reference: no second copy of the model was loaded (full
     # fine-tuning with the same reference loads one).
     assert meta["counts"]["reference_copies_loaded"] == 0
