@@ -202,6 +202,10 @@ def train_and_publish(trainer, tokenizer, output_dir: Path, stage, lora) -> dict
     describe_accelerator(trainer, stage.counts)
     resume = prepare_resume(trainer, partial_dir_for(output_dir), stage)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    import torch
+
+    if torch.cuda.is_available():  # this rank's peak, the figure a GPU plan needs (bench/gpu_check.sh reads it)
+        stage.counts["peak_gpu_memory_mib"] = int(torch.cuda.max_memory_allocated() // 2**20)
     metrics = save_trained(trainer, tokenizer, partial_dir_for(output_dir), lora)
     stage.counts["train_steps"] = metrics.get("steps", 0)  # before publish, which writes the meta
     if is_main_process():
