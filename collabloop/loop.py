@@ -23,7 +23,7 @@ from pathlib import Path
 from collabloop.config import ConfigError, config_to_dict, parse_config, yaml_load
 from collabloop.jsonl import atomic_file, read_records
 from collabloop.loop_config import LoopConfig
-from collabloop.pipeline import SECTIONS, check_inputs_not_set, iteration_files
+from collabloop.pipeline import SECTIONS, check_inputs_not_set, iteration_files, record_stages
 from collabloop.plugins import load_plugins
 from collabloop.records import RecordError, Rewarded
 from collabloop.rewards import candidate_values
@@ -225,6 +225,29 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def run_plan(config_path: str, gpu_memory_gib: float) -> list[str]:
+    """The memory plan of every stage of a run YAML with vLLM engines, on one GPU of `gpu_memory_gib` (the
+    policy planned as a trained model, beside a local simulator or judge of its starting model); raises a
+    ConfigError for the first stage that does not fit."""
+    from dataclasses import replace
+
+    from collabloop.memory_plan import RESERVE_GIB, plan_engines, stage_engines
+
+    argv = ["--config", config_path]
+    loop = parse_config(LoopConfig, "loop", argv)
+    lines = [f"memory plan of {config_path} on one GPU of {gpu_memory_gib:g} GiB (weights at 2 bytes a parameter, "
+             f"{RESERVE_GIB:g} GiB reserved per engine for activations):"]
+    for name, stage in record_stages().items():
+        cfg = parse_config(stage.config, name, argv)
+        if hasattr(cfg, "gpu_memory_utilization"):
+            cfg = replace(cfg, model=loop.initial_model)
+        engines = stage_engines(cfg, loop, trained_policy=True)
+        if engines:
+            lines.append(f"  {name}:")
+            lines += [f"    {plan.line()}" for plan in plan_engines(engines, gpu_memory_gib, f"{config_path}, {name}")]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("env", "summary", "check", "estimate", "plan_memory"):
@@ -244,8 +267,6 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = rest[rest.index("--run_dir") + 1] if "--run_dir" in rest else None
             print(render(estimate(config, run_dir)))
         elif command == "plan_memory":
-            from collabloop.memory_plan import run_plan
-
             config = rest[rest.index("--config") + 1]
             check_run_config(config)
             gib = float(rest[rest.index("--gpu_memory_gib") + 1]) if "--gpu_memory_gib" in rest else 80.0

@@ -185,27 +185,3 @@ def gpu_memory_gib() -> float:
 
     return torch.cuda.get_device_properties(0).total_memory / GIB
 
-
-def run_plan(config_path: str, gpu_memory_gib: float) -> list[str]:
-    """The memory plan of every stage of a run YAML with vLLM engines, on one GPU of `gpu_memory_gib` (the
-    policy planned as a trained model, beside a local simulator or judge of its starting model); raises a
-    ConfigError for the first stage that does not fit."""
-    from dataclasses import replace
-
-    from collabloop.config import parse_config
-    from collabloop.loop_config import LoopConfig
-    from collabloop.pipeline import record_stages
-
-    argv = ["--config", config_path]
-    loop = parse_config(LoopConfig, "loop", argv)
-    lines = [f"memory plan of {config_path} on one GPU of {gpu_memory_gib:g} GiB (weights at 2 bytes a parameter, "
-             f"{RESERVE_GIB:g} GiB reserved per engine for activations):"]
-    for name, stage in record_stages().items():
-        cfg = parse_config(stage.config, name, argv)
-        if hasattr(cfg, "gpu_memory_utilization"):
-            cfg = replace(cfg, model=loop.initial_model)
-        engines = stage_engines(cfg, loop, trained_policy=True)
-        if engines:
-            lines.append(f"  {name}:")
-            lines += [f"    {plan.line()}" for plan in plan_engines(engines, gpu_memory_gib, f"{config_path}, {name}")]
-    return lines

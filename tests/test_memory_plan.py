@@ -8,6 +8,7 @@ import pytest
 
 from collabloop.config import parse_config
 from collabloop.config_error import ConfigError
+from collabloop.loop import run_plan
 from collabloop.loop_config import LoopConfig
 from collabloop.memory_plan import (
     Engine,
@@ -15,7 +16,6 @@ from collabloop.memory_plan import (
     kv_bytes_per_token,
     parameter_count,
     plan_engines,
-    run_plan,
     stage_engines,
 )
 from collabloop.stage_configs import EvaluateConfig, SimulateConfig
