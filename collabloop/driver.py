@@ -156,7 +156,6 @@ def run_stage(run: Run, name: str, iteration: int) -> None:
 
 def check_gpu_memory(run: Run, stage: pipeline.StageSpec, argv: list[str]) -> None:
     """Refuse, before any model loads, a stage whose vLLM engines (and the run's server) cannot share a GPU."""
-    from collabloop.config import parse_config
     from collabloop.memory_plan import gpu_memory_gib, plan_engines, stage_engines
 
     engines = stage_engines(parse_config(stage.config, stage.name, argv[2:]), run.loop)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from collabloop.policy import derive_seed, shared_llm
+from collabloop.policy import chat_prompt_ids, derive_seed, shared_llm
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,13 @@ class LocalModel:
         results: list[Completion | None] = [None] * len(batch)
         prompts, params, where = [], [], []
         for i, (_, messages, sampling) in enumerate(batch):
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
-                ids = ids["input_ids"]
+            ids = chat_prompt_ids(tokenizer, messages)
             room = limit - len(ids)
             if room < 1:
                 results[i] = Completion(None, f"prompt of {len(ids)} tokens does not fit max_model_len="
                                               f"{limit} of the local model {self.path}")
                 continue
-            prompts.append({"prompt_token_ids": list(ids)})
+            prompts.append({"prompt_token_ids": ids})
             structured = None
             if sampling.get("choices") is not None:
                 from vllm.sampling_params import StructuredOutputsParams

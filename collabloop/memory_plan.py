@@ -12,6 +12,7 @@ GPU node can be printed on a laptop (`python -m collabloop.loop plan_memory`).
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +158,6 @@ def stage_engines(cfg, loop=None, trained_policy: bool = False) -> list[Engine]:
     which lives across stages on the first visible GPU (`loop`: the run's settings; None for a stage run
     alone). `trained_policy`: plan for a policy trained by the run, a model of its own even where `cfg.model`
     names its starting point."""
-    import os
-
     from collabloop.local_llm import is_local, local_path
 
     engines: list[Engine] = []

@@ -175,8 +175,13 @@ class PolicyEngine:
 
 
 def prompt_tokens(tokenizer, conversation: list[dict], reply_opening: str = "") -> int:
-    """Tokens of the chat prompt of `conversation`: ready for the assistant's reply, or inside it after
-    `reply_opening`."""
+    """Tokens of the chat prompt of `conversation` (see `chat_prompt_ids`)."""
+    return len(chat_prompt_ids(tokenizer, conversation, reply_opening))
+
+
+def chat_prompt_ids(tokenizer, conversation: list[dict], reply_opening: str = "") -> list[int]:
+    """The token ids of the chat prompt of `conversation`: ready for the assistant's reply, or inside it
+    after `reply_opening`."""
     if reply_opening:
         ids = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": reply_opening}],
                                             tokenize=True, continue_final_message=True)
@@ -184,7 +189,7 @@ def prompt_tokens(tokenizer, conversation: list[dict], reply_opening: str = "") 
         ids = tokenizer.apply_chat_template(conversation, tokenize=True, add_generation_prompt=True)
     if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
         ids = ids["input_ids"]
-    return len(ids)
+    return list(ids)
 
 
 class LazyPolicyEngine:
