@@ -98,6 +98,9 @@ def _first_token_logprobs(choice) -> dict[str, float] | None:
     return out or None
 
 
+SQLITE_TIMEOUT_S = 60  # how long a process waits for another's lock on the cache before it gives up
+
+
 class ResponseCache:
     """Request-keyed responses in one SQLite file; safe to share between stages."""
 
@@ -106,12 +109,27 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         with self._naming_a_full_disk():
-            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(self.path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False)
+            self._enter_wal_mode()
             # `entry` is JSON: {"text": ..., "first_token_logprobs": ...}
             self._db.execute("CREATE TABLE IF NOT EXISTS responses_v1 (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
             self._create_spend_table()
             self._db.commit()
+
+    def _enter_wal_mode(self) -> None:
+        """Switch the file to write-ahead logging (readers never wait for a writer). The switch takes an
+        exclusive lock and SQLite answers "database is locked" at once instead of waiting for it, so when
+        several processes open a new cache together (the ranks of `accelerate launch`) the losers retry;
+        the mode is stored in the file, so one success serves them all."""
+        deadline = time.monotonic() + SQLITE_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _naming_a_full_disk(self):
