@@ -52,7 +52,7 @@ _CONTENT_HASH_MAX_BYTES = 64 * 2**20
 # output stale (the server's model is an input of the run, not of the stage).
 NOT_FINGERPRINTED = frozenset({
     "simulator_api_base", "judge_api_base", "llm_max_concurrency", "llm_timeout_s", "llm_max_retries",
-    "llm_cache_path", "max_failure_fraction",
+    "llm_cache_path", "max_failure_fraction", "llm_max_requests_per_minute", "llm_max_tokens_per_minute",
     # A budget stops a stage, it does not shape its records: raising it resumes the stopped stage.
     "max_cost_usd",
     # How the work is split, not what it makes: shards and an unsharded run share one fingerprint.

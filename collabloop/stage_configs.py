@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
 from collabloop.config_error import ConfigError, at_least
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
+from collabloop.schedule_configs import RateLimitArgs, ScheduleArgs
 from collabloop.stats import BOOTSTRAP_RESAMPLES
 
 # The embedded model (setup.sh makes it), and where the run's own vLLM server serves a local model.
@@ -74,7 +75,7 @@ def _check_budget(max_cost_usd: float | None) -> None:
 
 
 @dataclass
-class RemoteCallArgs:
+class RemoteCallArgs(RateLimitArgs):
     llm_max_concurrency: int = _help(
         "Most simulator/judge calls in flight at once (a local vLLM server batches them; lower it for "
         "rate-limited APIs).",
@@ -111,6 +112,7 @@ class RemoteCallArgs:
 
     def _check_remote(self) -> None:
         at_least(self, 1, "llm_max_concurrency")
+        self._check_rate_limits()
         if self.llm_timeout_s <= 0:
             raise ConfigError(f"llm_timeout_s must be > 0, got {self.llm_timeout_s}")
         at_least(self, 0, "llm_max_retries")
@@ -254,7 +256,7 @@ class GenerateConfig(PolicyArgs, ShardArgs):
 
 
 @dataclass
-class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
+class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ScheduleArgs, ShardArgs):
     """Simulation: S futures of w exchanges after each candidate, simulator vs policy."""
 
     generations_path: str = _help("Generations to simulate (JSONL).", default="generations.jsonl")
@@ -272,6 +274,7 @@ class SimulateConfig(PolicyArgs, SimulatorArgs, RemoteCallArgs, ShardArgs):
         self._check_policy()
         self._check_remote()
         self._check_simulator()
+        self._check_schedule()
         at_least(self, 1, "num_futures")
         at_least(self, 0, "window_turns")
         at_least(self, 1, "batch_size")
@@ -369,7 +372,7 @@ class AnnotateConfig(JudgeArgs, RemoteCallArgs, ShardArgs):
 
 
 @dataclass
-class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, ShardArgs):
+class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, ScheduleArgs, ShardArgs):
     """Evaluation: full conversations between the policy and the simulator on held-out tasks, scored."""
 
     contexts_path: str = _help(
@@ -404,6 +407,7 @@ class EvaluateConfig(PolicyArgs, SimulatorArgs, JudgeArgs, RemoteCallArgs, Shard
         self._check_policy()
         self._check_remote()
         self._check_simulator()
+        self._check_schedule()
         if not self.metrics:
             raise ConfigError("metrics is empty; name at least one, e.g. [accuracy, interactivity]")
         if "turns" in self.metrics:
