@@ -373,36 +373,47 @@ class LLMClient:
         self._raise_if_stopped()  # after the calls in flight finished and were cached
         return [tasks[key].result() for key in keys]
 
+    def local_sampling(self, request: Request) -> dict:
+        """The sampling settings `LocalModel` takes for `request`."""
+        return {"temperature": self._temperature(request), "max_tokens": request.max_tokens or self.endpoint.max_tokens,
+                "stop": request.stop, "top_logprobs": request.top_logprobs, "choices": request.choices}
+
+    def cached(self, key: str) -> CallResult | None:
+        """The cached answer to the request of `key`, counted as a hit; None without a cache or an entry."""
+        return None if self.cache is None else self._from_cache(key)
+
+    def start_local_calls(self, count: int) -> None:
+        """Count `count` calls about to go to the local engine; stops the run when its budget is spent (a local
+        engine costs nothing, but the run's API calls may have spent it: the run stops as a whole, whichever
+        stage comes next)."""
+        if not count:
+            return
+        if self._over_budget():
+            self._raise_if_stopped()
+        self.stats["calls"] += count
+        self._paid(0.0)
+
+    def local_result(self, done) -> tuple[CallResult, str | None]:
+        """The result of a local engine's `Completion`, and the cache entry to keep (None for a failure)."""
+        if done.error is not None:
+            self.stats["failures"] += 1
+            return CallResult(None, error=done.error), None
+        entry = _cache_entry(done.text, done.first_token_logprobs)
+        return CallResult(done.text, first_token_logprobs=done.first_token_logprobs), entry
+
     def _complete_local(self, requests: list[Request]) -> list[CallResult]:
         """The local backend: cache hits answered, every miss in one engine batch, answers cached at once."""
         keys, unique = self._deduplicated(requests)
-        answers: dict[str, CallResult] = {}
-        if self.cache is not None:
-            answers = {key: hit for key in unique if (hit := self._from_cache(key)) is not None}
+        answers = {key: hit for key in unique if (hit := self.cached(key)) is not None}
         misses = [key for key in unique if key not in answers]
-        if misses and self._over_budget():  # a local engine costs nothing, but the run's API calls may have spent
-            self._raise_if_stopped()  # the budget: the run stops as a whole, whichever stage comes next
+        self.start_local_calls(len(misses))
         if misses:
-            batch = [
-                (key, unique[key].messages, {
-                    "temperature": self._temperature(unique[key]),
-                    "max_tokens": unique[key].max_tokens or self.endpoint.max_tokens,
-                    "stop": unique[key].stop,
-                    "top_logprobs": unique[key].top_logprobs,
-                    "choices": unique[key].choices,
-                })
-                for key in misses
-            ]
-            self.stats["calls"] += len(misses)
-            self._paid(0.0)
+            batch = [(key, unique[key].messages, self.local_sampling(unique[key])) for key in misses]
             new = []
             for key, done in zip(misses, self.local.complete(batch)):
-                if done.error is not None:
-                    self.stats["failures"] += 1
-                    answers[key] = CallResult(None, error=done.error)
-                    continue
-                answers[key] = CallResult(done.text, first_token_logprobs=done.first_token_logprobs)
-                new.append((key, _cache_entry(done.text, done.first_token_logprobs)))
+                answers[key], entry = self.local_result(done)
+                if entry is not None:
+                    new.append((key, entry))
             if self.cache is not None and new:
                 self.cache.put_many(new)
         return [answers[key] for key in keys]

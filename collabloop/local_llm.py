@@ -62,58 +62,66 @@ class LocalModel:
             self.engine_starts += 1
         return self._llm
 
-    def complete(self, batch: list[tuple[str, list[dict], dict]]) -> list[Completion]:
-        """Answer (cache key, messages, sampling) triples in one engine batch, in order.
-
-        `sampling` holds temperature, max_tokens, stop, top_logprobs and choices (the answer is one of
-        them). A prompt too long for the
-        engine, or an empty answer, fails alone; the rest of the batch is answered.
-        """
-        import torch
+    def request(self, key: str, messages: list[dict], sampling: dict, seeded: bool) -> tuple[dict, object] | Completion:
+        """The engine's (prompt, SamplingParams) for one chat request, or its failure when the prompt does not
+        fit the engine. `sampling` holds temperature, max_tokens, stop, top_logprobs and choices (the answer is
+        one of them). `seeded`: the request carries its own seed, derived from its cache key (always on a GPU,
+        where the engine seeds unseeded requests itself; on a CPU for per-conversation scheduling)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         llm = self._engine()
-        tokenizer = llm.get_tokenizer()
-        on_gpu = torch.cuda.is_available()  # there each request carries its own seed (collabloop/policy.py)
         # A shared engine keeps the context length its first user gave it.
         model_config = getattr(llm.llm_engine, "model_config", None)
         limit = min(self.max_model_len, getattr(model_config, "max_model_len", self.max_model_len))
+        ids = chat_prompt_ids(llm.get_tokenizer(), messages)
+        room = limit - len(ids)
+        if room < 1:
+            return Completion(None, f"prompt of {len(ids)} tokens does not fit max_model_len={limit} of the local "
+                                    f"model {self.path}")
+        structured = None if sampling.get("choices") is None else StructuredOutputsParams(choice=sampling["choices"])
+        params = SamplingParams(
+            temperature=sampling["temperature"], max_tokens=min(sampling["max_tokens"], room),
+            stop=sampling["stop"], logprobs=sampling["top_logprobs"], structured_outputs=structured,
+            seed=derive_seed("local", key) if seeded else None,
+        )
+        return {"prompt_token_ids": ids}, params
+
+    @staticmethod
+    def completion(output, top_logprobs: int | None) -> Completion:
+        """What the engine's finished `output` (a RequestOutput) answers."""
+        choice = output.outputs[0]
+        alternatives = None
+        if top_logprobs and choice.logprobs:
+            alternatives = {}
+            for logprob in choice.logprobs[0].values():
+                token = logprob.decoded_token or ""
+                alternatives[token] = max(alternatives.get(token, float("-inf")), float(logprob.logprob))
+        if not choice.text.strip():
+            return Completion(None, "empty response")
+        return Completion(choice.text, first_token_logprobs=alternatives)
+
+    def complete(self, batch: list[tuple[str, list[dict], dict]]) -> list[Completion]:
+        """Answer (cache key, messages, sampling) triples in one engine batch, in order (see `request`).
+        A prompt too long for the engine, or an empty answer, fails alone; the rest of the batch is answered."""
+        import torch
+
+        on_gpu = torch.cuda.is_available()  # there each request carries its own seed (collabloop/policy.py)
         results: list[Completion | None] = [None] * len(batch)
         prompts, params, where = [], [], []
-        for i, (_, messages, sampling) in enumerate(batch):
-            ids = chat_prompt_ids(tokenizer, messages)
-            room = limit - len(ids)
-            if room < 1:
-                results[i] = Completion(None, f"prompt of {len(ids)} tokens does not fit max_model_len="
-                                              f"{limit} of the local model {self.path}")
+        for i, (key, messages, sampling) in enumerate(batch):
+            made = self.request(key, messages, sampling, seeded=on_gpu)
+            if isinstance(made, Completion):
+                results[i] = made
                 continue
-            prompts.append({"prompt_token_ids": ids})
-            structured = None
-            if sampling.get("choices") is not None:
-                from vllm.sampling_params import StructuredOutputsParams
-
-                structured = StructuredOutputsParams(choice=sampling["choices"])
-            params.append(SamplingParams(
-                temperature=sampling["temperature"], max_tokens=min(sampling["max_tokens"], room),
-                stop=sampling["stop"], logprobs=sampling["top_logprobs"], structured_outputs=structured,
-                seed=derive_seed("local", batch[i][0]) if on_gpu else None,
-            ))
+            prompts.append(made[0])
+            params.append(made[1])
             where.append(i)
         if prompts:
             self.batches += 1
             if not on_gpu:
                 torch.manual_seed(derive_seed("local", *(batch[i][0] for i in where)))
-            outputs = llm.generate(prompts, params, use_tqdm=False)
+            outputs = self._engine().generate(prompts, params, use_tqdm=False)
             for i, output in zip(where, outputs):
-                choice = output.outputs[0]
-                alternatives = None
-                if batch[i][2]["top_logprobs"] and choice.logprobs:
-                    alternatives = {}
-                    for logprob in choice.logprobs[0].values():
-                        token = logprob.decoded_token or ""
-                        alternatives[token] = max(alternatives.get(token, float("-inf")), float(logprob.logprob))
-                if not choice.text.strip():
-                    results[i] = Completion(None, "empty response")
-                else:
-                    results[i] = Completion(choice.text, first_token_logprobs=alternatives)
+                results[i] = self.completion(output, batch[i][2]["top_logprobs"])
         return results
