@@ -68,6 +68,8 @@ class SamplingSettings:
     max_new_tokens: int
 
 
+CPU_KV_BLOCK_TOKENS = 32  # the smallest block the CPU attention backend takes (a multiple of 32)
+
 # One vLLM engine per model and dtype in a process: a local simulator or judge on the policy's own model
 # (the demo's first iteration) samples from the policy's engine instead of starting a second one.
 _ENGINES: dict[tuple[str, str], object] = {}
@@ -98,7 +100,14 @@ def shared_llm(
         from vllm import LLM
 
         logger.info("vLLM engine: %s in %s", model, resolved)
-        on_gpu = {"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available() else {}
+        if torch.cuda.is_available():
+            device_settings = {"gpu_memory_utilization": gpu_memory_utilization}
+        else:
+            # Blocks of 32 tokens instead of the CPU's 128: a conversation's next prompt reuses its earlier
+            # prompt up to the last full block, so turn-synchronous futures computed 26k prompt tokens instead
+            # of 43k (64 conversations of 3 exchanges). Whole prompts in one step: a per-request seed fails on
+            # the CPU when its prompt is split across steps ("CPU Generator does not use offset").
+            device_settings = {"block_size": CPU_KV_BLOCK_TOKENS, "enable_chunked_prefill": False}
         _ENGINES[key] = LLM(
             model=model,
             seed=seed,
@@ -106,7 +115,7 @@ def shared_llm(
             max_model_len=max_model_len or None,
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=enforce_eager,
-            **on_gpu,
+            **device_settings,
         )
     return _ENGINES[key]
 
@@ -172,6 +181,20 @@ class PolicyEngine:
             outputs = self.llm.chat(sent, per_request, use_tqdm=progress, add_generation_prompt=True)
         replies = iter([[reply_opening + o.text for o in out.outputs] for out in outputs])
         return [next(replies) if ok else None for ok in fits]
+
+
+    def reply_request(
+        self, conversation: list[dict], sampling: SamplingSettings, seed: int
+    ) -> tuple[dict, object] | None:
+        """The engine's (prompt, SamplingParams) for one reply to `conversation` with its own `seed`, for a caller
+        that drives the engine itself (collabloop/scheduler.py); None when the reply would not fit (see `chat`)."""
+        from vllm import SamplingParams
+
+        ids = chat_prompt_ids(self.tokenizer, conversation)
+        if len(ids) + sampling.max_new_tokens > self.max_model_len:
+            return None
+        return {"prompt_token_ids": ids}, SamplingParams(
+            n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=seed)
 
 
 def prompt_tokens(tokenizer, conversation: list[dict], reply_opening: str = "") -> int:
