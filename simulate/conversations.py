@@ -49,6 +49,7 @@ def converse(
     seed_parts: tuple,
     simulator_format: str,
     end_on_answer: bool = False,
+    schedule: str = "turn_synchronous",
 ):
     """Play every rollout (its history ends with the user's opening) to the end, in place; returns counts.
 
@@ -66,7 +67,8 @@ def converse(
         message = {"role": "assistant", "content": reply[0]}
         rollout.history.append(message)
         rollout.future.append(message)
-    counts = roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format, end_on_answer)
+    counts = roll_out(rollouts, max_turns - 1, simulator, engine, sampling, seed_parts, simulator_format, end_on_answer,
+                      schedule)
     counts[grader_talk.COUNT] += grader_talk.count_addressing_grader(reply[0] for reply in openings if reply)
     counts["openings_too_long"] += sum(1 for reply in openings if reply is None)
     return counts
@@ -161,7 +163,8 @@ def run(cfg: EvaluateConfig) -> dict | None:
                 Rollout(task=tasks[c.task_id], salt=f"eval/{c.id}", history=[dict(m) for m in c.prompt]) for c in chunk
             ]
             turn_counts = converse(rollouts, cfg.max_turns, simulator, engine, sampling,
-                                   (cfg.seed, "eval", chunk_index), cfg.simulator_format, cfg.end_on_answer)
+                                   (cfg.seed, "eval", chunk_index), cfg.simulator_format, cfg.end_on_answer,
+                                   cfg.simulation_schedule)
             failed = sum(1 for r in rollouts if r.error)
             check_failures(f"evaluate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
             scored = [r for r in score_conversations(chunk, rollouts, cfg.metrics, resources) if r.id not in done]

@@ -49,7 +49,8 @@ def run(cfg: SimulateConfig) -> dict | None:
                 for s in range(cfg.num_futures)
             }
             turn_counts = roll_out(list(rollouts.values()), cfg.window_turns, simulator, engine, sampling,
-                                   (cfg.seed, chunk_index), cfg.simulator_format, cfg.end_on_answer)
+                                   (cfg.seed, chunk_index), cfg.simulator_format, cfg.end_on_answer,
+                                   cfg.simulation_schedule)
             failed = sum(1 for r in rollouts.values() if r.error)
             # Checked before appending, so a rerun redoes this batch once the simulator works again.
             check_failures(f"simulate batch {chunk_index}", failed, len(rollouts), cfg.max_failure_fraction)
