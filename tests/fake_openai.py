@@ -57,9 +57,15 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        # socketserver's listen backlog is 5: a 6th connection made at once waited for the client's SYN
+        # retransmission (1 s), which delayed calls the tests time.
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128
+
+        self.httpd = Server(("127.0.0.1", free_port()), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # Polls for shutdown every 0.05 s, not 0.5 s: each test's server stops at once.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def api_base(self) -> str:
