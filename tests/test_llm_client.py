@@ -242,15 +242,19 @@ def test_a_limit_of_0_or_one_not_reached_makes_no_call_wait(requests_per_minute,
 
 
 def test_rate_limits_hold_across_batches():
-    """Each complete_many runs its own event loop; the calls of the last batch still count in the next."""
+    """Each complete_many runs its own event loop; the calls of the last batch still count in the next. In
+    both batches calls queue behind a waiting one (an asyncio lock of the first loop would fail in the
+    second)."""
+    window_s = 0.5
     with FaultServer("ok") as server:
-        c = client(warmed(server).api_base, max_requests_per_minute=3, rate_window_s=WINDOW_S)
+        c = client(warmed(server).api_base, max_requests_per_minute=2, rate_window_s=window_s)
         start = time.monotonic()
-        first = c.complete_many(ask(3))
-        assert "rate_limit_waits" not in c.stats
-        second = c.complete_many([Request([{"role": "user", "content": f"again {i}"}]) for i in range(3)])
+        first = c.complete_many(ask(4))
+        assert c.stats["rate_limit_waits"] == 2  # the 3rd waited for the window, the 4th behind it
+        second = c.complete_many([Request([{"role": "user", "content": f"again {i}"}]) for i in range(2)])
         elapsed_s = time.monotonic() - start
     assert all(r.error is None for r in first + second) and len(server.arrivals) == 6
-    assert most_arrivals_within(server.arrivals, WINDOW_S - LATENCY_SLACK_S) <= 3
-    assert elapsed_s >= WINDOW_S * 0.99
-    assert c.stats["rate_limit_waits"] == 3
+    assert most_arrivals_within(server.arrivals, window_s - LATENCY_SLACK_S) <= 2
+    # A limiter new to the second batch would have let it start at once, at 1 window.
+    assert elapsed_s >= 2 * window_s * 0.99
+    assert c.stats["rate_limit_waits"] == 4
