@@ -17,6 +17,9 @@ Every call's cost, as litellm prices it (0 for a local engine or an unpriced
 `hosted_vllm/` server), adds up in the cache's file: the spend is the run's,
 not the process's. With a budget (`max_cost_usd`) a call that could pass it
 raises `BudgetExceeded` instead of being made.
+
+With requests-per-minute or tokens-per-minute limits (an API's), each attempt waits until it keeps them
+(`collabloop.rate_limits`); the limits hold across the client's batches.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collabloop.local_llm import LocalModel, is_local
+from collabloop.rate_limits import RateLimiter, estimated_tokens
 
 # litellm fetches a model cost map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -225,6 +229,23 @@ class LLMClient:
     cost_usd: float = 0.0  # what this client's calls cost
     _max_call_usd: float = field(default=0.0, repr=False)  # the dearest call of this client
     _budget_stop: str | None = field(default=None, repr=False)  # the message, once a call was refused
+    # An API's limits on call starts and tokens (prompt estimate + max_tokens) per window; 0: none. Each attempt
+    # counts, retries included. Not applied to a local engine. The window is a minute as APIs count, except
+    # in tests and for an API that counts over another window.
+    max_requests_per_minute: float = 0.0
+    max_tokens_per_minute: float = 0.0
+    rate_window_s: float = 60.0
+    _rate_limiter: RateLimiter | None = field(default=None, repr=False)  # made at the first call; kept across batches
+
+    async def _wait_for_rate_limits(self, request: Request) -> None:
+        if not self.max_requests_per_minute and not self.max_tokens_per_minute:
+            return
+        if self._rate_limiter is None:
+            self._rate_limiter = RateLimiter(self.max_requests_per_minute, self.max_tokens_per_minute,
+                                             self.rate_window_s)
+        tokens = estimated_tokens(request.messages, request.max_tokens or self.endpoint.max_tokens)
+        if await self._rate_limiter.acquire(tokens):
+            self.stats["rate_limit_waits"] += 1
 
     def _spend(self) -> tuple[float, float]:
         if self.cache is not None:
@@ -305,6 +326,7 @@ class LLMClient:
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 self.stats["retries"] += 1
             async with semaphore:
+                await self._wait_for_rate_limits(request)
                 if self._over_budget():
                     return CallResult(None, error="over budget")  # not a failure: complete_many raises
                 self.stats["calls"] += 1
@@ -456,6 +478,8 @@ def client_for(
         timeout_s=cfg.llm_timeout_s,
         max_retries=cfg.llm_max_retries,
         max_cost_usd=cfg.max_cost_usd,
+        max_requests_per_minute=cfg.llm_max_requests_per_minute,
+        max_tokens_per_minute=cfg.llm_max_tokens_per_minute,
     )
 
 

@@ -15,7 +15,8 @@ class FaultServer:
 
     `mode`: "ok", "error" (500 always) or "hang" (sleeps `hang_s` first); the first `fail_first` calls
     answer 500. It replies `reply`, or echoes the last message when that is None, with `usage` tokens
-    (prompt, completion); `calls` counts the calls it received.
+    (prompt, completion); `calls` counts the calls it received, `arrivals` holds the time.monotonic() at
+    which each arrived.
     """
 
     def __init__(self, mode: str, fail_first: int = 0, hang_s: float = 30.0, reply: str | None = None,
@@ -23,6 +24,7 @@ class FaultServer:
         self.mode, self.fail_first, self.hang_s = mode, fail_first, hang_s
         self.reply, self.usage = reply, usage
         self.calls = 0
+        self.arrivals: list[float] = []
         self.lock = threading.Lock()
         server = self
 
@@ -33,6 +35,7 @@ class FaultServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
+                    server.arrivals.append(time.monotonic())
                     server.calls += 1
                     n = server.calls
                 if server.mode == "hang":
@@ -57,9 +60,15 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        # socketserver's listen backlog is 5: a 6th connection made at once waited for the client's SYN
+        # retransmission (1 s), which delayed calls the tests time.
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128
+
+        self.httpd = Server(("127.0.0.1", free_port()), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # Polls for shutdown every 0.05 s, not 0.5 s: each test's server stops at once.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def api_base(self) -> str:

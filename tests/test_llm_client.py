@@ -132,3 +132,129 @@ def test_a_budget_message_shows_a_cheap_models_cost_as_it_is():
 
     assert [_usd(x) for x in (0.12, 0.02, 0.0, 2.1e-05, 0.00025)] == ["0.1200", "0.0200", "0.0000", "2.1e-05",
                                                                        "0.00025"]
+
+
+# --- rate limits: a window of 1 s instead of 60, so that a few calls reach the limits ------------------------
+
+WINDOW_S = 1.0
+# The limiter bounds when calls start; they reach the server a little later, each after its own latency, so
+# the arrivals are counted over a window this much shorter.
+LATENCY_SLACK_S = 0.25
+
+
+def most_arrivals_within(arrivals: list[float], window_s: float) -> int:
+    """The most arrivals in any window [t, t + window_s) of that length."""
+    times = sorted(arrivals)
+    return max(sum(1 for u in times[i:] if u < t + window_s) for i, t in enumerate(times))
+
+
+def warmed(server: FaultServer) -> FaultServer:
+    """The server after one unlimited call: litellm's first call in a process is slow (its clients are made),
+    which would stretch the gaps between arrivals; the arrivals are counted from here."""
+    client(server.api_base).complete_many(ask(1))
+    server.arrivals.clear()
+    return server
+
+
+def test_requests_per_minute_hold_over_every_window():
+    with FaultServer("ok") as server:
+        c = client(warmed(server).api_base, max_requests_per_minute=3, rate_window_s=WINDOW_S)
+        start = time.monotonic()
+        results = c.complete_many(ask(9))
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in results) and len(server.arrivals) == 9
+    # Unlimited, the 9 arrive within a few hundredths of a second; limited, at most 3 in any window, so
+    # the 7th starts 2 windows after the 1st, and no later than it must.
+    assert most_arrivals_within(server.arrivals, WINDOW_S - LATENCY_SLACK_S) <= 3
+    assert elapsed_s >= 2 * WINDOW_S * 0.99
+    assert max(server.arrivals) - min(server.arrivals) < 2 * WINDOW_S + 1.0
+    assert c.stats["rate_limit_waits"] == 6 and c.stats["calls"] == 9  # the first 3 did not wait
+
+
+def sized(tokens: int, n: int, max_tokens: int = 8) -> list[Request]:
+    """n requests of `tokens` estimated tokens each (4 characters a token, plus max_tokens)."""
+    return [Request([{"role": "user", "content": "x" * (4 * (tokens - max_tokens))}], salt=f"{tokens}-{i}",
+                    max_tokens=max_tokens) for i in range(n)]
+
+
+def test_tokens_per_minute_hold_over_every_window():
+    from collabloop.rate_limits import estimated_tokens
+
+    requests = sized(100, 9)
+    assert estimated_tokens(requests[0].messages, 8) == 100
+    with FaultServer("ok") as server:
+        c = client(warmed(server).api_base, max_tokens_per_minute=300, rate_window_s=WINDOW_S)
+        start = time.monotonic()
+        results = c.complete_many(requests)
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in results)
+    # 300 tokens in a window: 3 calls of 100 tokens.
+    assert most_arrivals_within(server.arrivals, WINDOW_S - LATENCY_SLACK_S) <= 3
+    assert elapsed_s >= 2 * WINDOW_S * 0.99
+    assert c.stats["rate_limit_waits"] == 6
+
+
+def test_a_call_larger_than_the_token_limit_goes_alone():
+    """More tokens than the whole limit: it waits for an empty window instead of forever, and the next call
+    waits for it to leave the window."""
+    window_s = 0.5
+    small, big, small_after = *sized(100, 1), *sized(1000, 1), *sized(90, 1)
+    with FaultServer("ok") as server:
+        c = client(warmed(server).api_base, max_tokens_per_minute=300, rate_window_s=window_s)
+        start = time.monotonic()
+        results = c.complete_many([small, big, small_after])
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in results)
+    assert elapsed_s >= 2 * window_s * 0.99
+    gaps_s = [b - a for a, b in zip(server.arrivals, server.arrivals[1:])]
+    assert len(gaps_s) == 2 and min(gaps_s) > window_s - LATENCY_SLACK_S
+
+
+def test_concurrency_stays_bounded_under_a_rate_limit():
+    hang_s = 0.3
+    with FaultServer("hang", hang_s=hang_s) as server:
+        c = client(server.api_base, max_concurrency=2, max_requests_per_minute=4, rate_window_s=WINDOW_S)
+        start = time.monotonic()
+        results = c.complete_many(ask(8))
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in results)
+    # The server holds each call hang_s: the calls in flight at an arrival are those arrived within hang_s.
+    in_flight = [sum(1 for b in server.arrivals if a - hang_s < b <= a) for a in server.arrivals]
+    assert max(in_flight) <= 2
+    assert most_arrivals_within(server.arrivals, WINDOW_S - LATENCY_SLACK_S) <= 4
+    # Both limits together: 2 at 0 s, 2 at 0.3 s, the window full until 1 s, 2 at 1 s, 2 at 1.3 s, done at
+    # 1.6 s; each limit alone would take 1.2 s (concurrency) or 1.3 s (rate).
+    assert elapsed_s >= (WINDOW_S + 2 * hang_s) * 0.99
+    assert c.stats["rate_limit_waits"] >= 2
+
+
+@pytest.mark.parametrize("requests_per_minute,tokens_per_minute", [(0, 0), (0, 10**6), (1000, 0)])
+def test_a_limit_of_0_or_one_not_reached_makes_no_call_wait(requests_per_minute, tokens_per_minute):
+    with FaultServer("ok") as server:
+        # A minute's window: a call that waited would take a minute.
+        c = client(server.api_base, max_requests_per_minute=requests_per_minute,
+                   max_tokens_per_minute=tokens_per_minute)
+        start = time.monotonic()
+        results = c.complete_many(ask(10))
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in results)
+    assert elapsed_s < 30 and "rate_limit_waits" not in c.stats
+
+
+def test_rate_limits_hold_across_batches():
+    """Each complete_many runs its own event loop; the calls of the last batch still count in the next. In
+    both batches calls queue behind a waiting one (an asyncio lock of the first loop would fail in the
+    second)."""
+    window_s = 0.5
+    with FaultServer("ok") as server:
+        c = client(warmed(server).api_base, max_requests_per_minute=2, rate_window_s=window_s)
+        start = time.monotonic()
+        first = c.complete_many(ask(4))
+        assert c.stats["rate_limit_waits"] == 2  # the 3rd waited for the window, the 4th behind it
+        second = c.complete_many([Request([{"role": "user", "content": f"again {i}"}]) for i in range(2)])
+        elapsed_s = time.monotonic() - start
+    assert all(r.error is None for r in first + second) and len(server.arrivals) == 6
+    assert most_arrivals_within(server.arrivals, window_s - LATENCY_SLACK_S) <= 2
+    # A limiter new to the second batch would have let it start at once, at 1 window.
+    assert elapsed_s >= 2 * window_s * 0.99
+    assert c.stats["rate_limit_waits"] == 4
