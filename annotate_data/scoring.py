@@ -24,6 +24,7 @@ from collabloop.metrics import (
     score_items,
     uses_judge,
 )
+from collabloop.policy import forget_prefixes
 from collabloop.records import Generation, Rewarded, Simulation, Task
 from collabloop.stage import StageRun
 from collabloop.stage_configs import AnnotateConfig
@@ -103,6 +104,7 @@ def run(cfg: AnnotateConfig) -> dict | None:
         resources = metric_resources(cfg, cache, cfg.metric_weights)
         judge, reward_model = resources.judge, resources.reward_model
         for _, chunk in tqdm(todo, desc="annotate batches", file=progress_stream()):
+            forget_prefixes()
             scored = score_records(chunk, tasks, cfg, resources)
             judged = [
                 e for rec in scored for per in rec.metrics for m in per.values() for e in m["errors"]

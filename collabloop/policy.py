@@ -120,6 +120,19 @@ def shared_llm(
     return _ENGINES[key]
 
 
+def forget_prefixes() -> None:
+    """Empty the prefix cache of every engine of this process: a stage calls this as it starts a batch (its unit
+    of resumption), so that the batch computes its prompts the same way whatever the process ran before, and a
+    batch redone after a kill, or by another shard, samples the same text. A prompt found in the cache is
+    computed by other kernels than one computed whole, and bfloat16 rounds them differently: with the cache kept
+    across batches (KV blocks of 32 tokens, so the prompts' shared start was cached), a generate stage resumed
+    after a kill sampled other text than the uninterrupted run. Within a batch the cache still serves each
+    conversation's next turn."""
+    for llm in _ENGINES.values():
+        if not llm.llm_engine.reset_prefix_cache():  # refused while requests run: none should between batches
+            raise RuntimeError("vLLM kept its prefix cache: requests of the last batch are still running")
+
+
 class PolicyEngine:
     """A thin wrapper over `vllm.LLM` for batched chat sampling."""
 

@@ -6,7 +6,7 @@ import logging
 
 from collabloop import grader_talk
 from collabloop.jsonl import read_records
-from collabloop.policy import SamplingSettings, derive_seed, policy_engine
+from collabloop.policy import SamplingSettings, derive_seed, forget_prefixes, policy_engine
 from collabloop.records import Context, Generation
 from collabloop.stage import StageRun
 from collabloop.stage_configs import GenerateConfig
@@ -94,6 +94,7 @@ def run(cfg: GenerateConfig) -> dict | None:
         plain = cfg.num_candidates - cfg.collaborative_candidates
         gen_info["collaborative_candidates"] = cfg.collaborative_candidates
         for chunk_index, chunk in todo_chunks:
+            forget_prefixes()
             prompts = [c.prompt for c in chunk]
             replies = engine.chat(prompts, sampling, n=plain, batch_seed=derive_seed(cfg.seed, chunk_index)) \
                 if plain else [[] for _ in chunk]

@@ -17,7 +17,7 @@ from collabloop.cli import check_failures
 from collabloop.jsonl import read_records, read_records_with_tasks, write_json
 from collabloop.llm_client import LLMClient, cache_for, simulator_client
 from collabloop.metrics import MetricResources, ScoringItem, metric_resources, needs_sandbox, score_items
-from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, policy_engine
+from collabloop.policy import PolicyEngine, SamplingSettings, derive_seed, forget_prefixes, policy_engine
 from collabloop.records import Context, EvalConversation
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
@@ -159,6 +159,7 @@ def run(cfg: EvaluateConfig) -> dict | None:
         engine = policy_engine(cfg)
         sampling = SamplingSettings(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         for chunk_index, chunk in tqdm(todo, desc="evaluate batches", file=progress_stream()):
+            forget_prefixes()
             rollouts = [
                 Rollout(task=tasks[c.task_id], salt=f"eval/{c.id}", history=[dict(m) for m in c.prompt]) for c in chunk
             ]

@@ -7,7 +7,7 @@ import logging
 from collabloop.cli import check_failures
 from collabloop.jsonl import read_records_with_tasks
 from collabloop.llm_client import cache_for, simulator_client
-from collabloop.policy import SamplingSettings, policy_engine
+from collabloop.policy import SamplingSettings, forget_prefixes, policy_engine
 from collabloop.records import Generation, Simulation
 from collabloop.rollout import Rollout, roll_out
 from collabloop.stage import StageRun
@@ -38,6 +38,7 @@ def run(cfg: SimulateConfig) -> dict | None:
         from collabloop.console import progress_stream
 
         for chunk_index, chunk in tqdm(todo_chunks, desc="simulate batches", file=progress_stream()):
+            forget_prefixes()
             rollouts = {
                 (rec.id, k, s): Rollout(
                     task=tasks[rec.task_id],
