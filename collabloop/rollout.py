@@ -39,12 +39,15 @@ class Rollout:
         return not self.terminated and self.error is None and not self.too_long
 
 
-def resolve_schedule(schedule: str, engine) -> str:
-    """The schedule `simulation_schedule` names for this policy: 'auto' is per_conversation for a vLLM engine in
-    this process, turn_synchronous for a served assistant (it takes batches only)."""
+def resolve_schedule(schedule: str, engine, simulator: LLMClient | None) -> str:
+    """The schedule `simulation_schedule` names: 'auto' is per_conversation where it keeps every rerun's text,
+    with the policy and the simulator both vLLM engines in this process (no clock decides a batch), and
+    turn_synchronous else: a remote simulator's answers arrive when the server sends them, and a served
+    assistant (GRPO) takes batches only."""
     steppable = isinstance(engine, (PolicyEngine, LazyPolicyEngine))
     if schedule == "auto":
-        return "per_conversation" if steppable else "turn_synchronous"
+        local = simulator is not None and simulator.local is not None
+        return "per_conversation" if steppable and local else "turn_synchronous"
     if schedule == "per_conversation" and not steppable:
         raise ValueError(f"simulation_schedule=per_conversation needs the policy as a vLLM engine in this process, "
                          f"not {type(engine).__name__}; use turn_synchronous or auto")
@@ -70,7 +73,7 @@ def roll_out(
     """
     turns = Turns(window_turns, simulator_format, end_on_answer)
     starts = [len(r.history) for r in rollouts]
-    if resolve_schedule(schedule, engine) == "per_conversation":
+    if resolve_schedule(schedule, engine, simulator) == "per_conversation":
         _per_conversation(rollouts, turns, simulator, engine, sampling, seed_parts)
     else:
         _turn_synchronous(rollouts, turns, simulator, engine, sampling, seed_parts)

@@ -37,9 +37,10 @@ class ScheduleArgs:
         "How simulated conversations advance. 'per_conversation': each conversation's next turn goes to its "
         "model as soon as its last one ends, so user and assistant turns of different conversations run "
         "together and no turn waits for the batch's longest reply. 'turn_synchronous': all user turns, then all "
-        "assistant turns, turn by turn. 'auto': per_conversation when the policy is a vLLM engine in the stage "
-        "(simulate, evaluate), turn_synchronous for a served assistant (GRPO). What each keeps reproducible: "
-        "README, 'Reproducibility'.",
+        "assistant turns, turn by turn. 'auto': per_conversation where reruns keep their text (the policy and a "
+        "'local/<dir>' simulator both in the stage's process), else turn_synchronous. With a remote simulator, "
+        "per_conversation overlaps its calls with the policy's turns, but a rerun's text may differ (README, "
+        "'Reproducibility').",
         default="auto",
     )
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -138,6 +139,28 @@ def test_every_stage_killed_mid_run_ends_with_the_uninterrupted_records(simulato
         assert "Traceback" not in final.stderr
         assert f"resuming, {kept} records already finished" in final.stderr, final.stderr[-2000:]
         assert_same_as_uninterrupted(output, reference)
+
+
+def test_simulate_on_the_per_conversation_schedule_killed_mid_run_ends_with_the_uninterrupted_records(
+        model_dir, tmp_path):
+    # The simulator a vLLM engine in the stage's process, as in the demo: no clock decides which turns share a
+    # step, so the batch redone after the kill samples the text the uninterrupted run did.
+    no_server = SimpleNamespace(api_base="http://127.0.0.1:9/v1")  # replaced: the simulator is local
+    script, args, total, batch = stage_cases(tmp_path, model_dir, no_server)["simulate"]
+    at = args.index("--simulator_api_base")
+    args = [*args[:at], "--simulator_model", f"local/{model_dir}", "--simulation_schedule", "per_conversation",
+            *args[at + 2:]]
+    reference = tmp_path / "whole" / "simulations.jsonl"
+    run_stage(script, *args, "--output_path", reference)
+    output = tmp_path / "killed" / "simulations.jsonl"
+    killed_at(f"append:{batch}", script, *args, "--output_path", output)
+    kept = lines(output.with_name(output.name + ".partial"))
+    assert 0 < kept < total
+    final = run_stage(script, *args, "--output_path", output)
+    assert f"resuming, {kept} records already finished" in final.stderr, final.stderr[-2000:]
+    assert_same_as_uninterrupted(output, reference)
+    futures = [f for row in read_jsonl(reference) for candidate in row["futures"] for f in candidate]
+    assert futures and all(f["error"] is None and f["messages"] for f in futures)
 
 
 @pytest.mark.parametrize("point", ["output_written", "output_renamed", "meta_written"])
