@@ -117,7 +117,23 @@ def shared_llm(
             enforce_eager=enforce_eager,
             **device_settings,
         )
+        _compile_grammars_when_added(_ENGINES[key])
     return _ENGINES[key]
+
+
+def _compile_grammars_when_added(llm) -> None:
+    """Structured outputs (the 'choice' simulator) compile each request's grammar on a thread, and the request
+    joins the batch at the first step after its grammar is ready: which requests share a step then depends on
+    timing, and so, in bfloat16, their text (two runs of the same 'choice' conversations sampled 7758 and 8031
+    tokens). Compiled as the request is added, every batch is a function of the requests. The switch is an
+    attribute of vLLM's in-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0, set above)."""
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
+        logger.warning("this vLLM compiles structured-output grammars on a thread: turns of the 'choice' "
+                       "simulator may sample other text in a rerun")
+        return
+    manager._use_async_grammar_compilation = False
 
 
 def forget_prefixes() -> None:

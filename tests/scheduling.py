@@ -63,6 +63,16 @@ def main(model_dir: str, work: str) -> None:
         counts = roll_out(rollouts, 2, simulator, policy, sampling, ("s",), "text", schedule="per_conversation")
         runs.append({"futures": futures(rollouts), "counts": dict(counts), "stats": dict(simulator.stats)})
     out["local"] = runs
+    # The 'choice' simulator (structured outputs: its grammars are compiled as its turns are added, not on a
+    # thread whose timing would decide which turns share a step).
+    choice = []
+    for attempt in range(2):
+        policy.llm.llm_engine.reset_prefix_cache()
+        rollouts = conversations("choice")
+        roll_out(rollouts, 2, local_simulator("choice.sqlite"), policy, sampling, ("s",), "choice",
+                 schedule="per_conversation")
+        choice.append({"futures": futures(rollouts), "goals": [r.task.goal for r in rollouts]})
+    out["choice"] = choice
     # The turn-synchronous schedule on the same conversations: the same rules, so the same shape of futures.
     rollouts = conversations("local")
     roll_out(rollouts, 2, local_simulator("sync.sqlite"), policy, sampling, ("s",), "text",

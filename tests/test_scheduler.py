@@ -14,6 +14,7 @@ from collabloop.llm_client import Endpoint, LLMClient
 from collabloop.local_llm import LocalModel
 from collabloop.policy import LazyPolicyEngine
 from collabloop.rollout import resolve_schedule
+from collabloop.simulator import TERMINATION_SIGNAL
 from tests.conftest import REPO
 
 
@@ -52,6 +53,16 @@ def test_local_engines_give_the_same_futures_again(scheduled):
     # Every user turn was asked of the engine both times: a local simulator's answers are not read back here.
     assert first["stats"]["calls"] == again["stats"]["calls"] == 12 and "cache_hits" not in again["stats"]
     assert first["counts"]["user_turns"] == 12
+
+
+@pytest.mark.slow
+def test_a_user_who_picks_from_its_goal_is_reproducible_too(scheduled):
+    first, again = scheduled["choice"]
+    assert first["futures"] == again["futures"]
+    for future, goal in zip(first["futures"], first["goals"]):
+        assert future["error"] is None
+        users = [m["content"] for m in future["future"] if m["role"] == "user"]
+        assert users and all(u in goal or u == TERMINATION_SIGNAL for u in users)  # a part of its goal, or done
 
 
 @pytest.mark.slow
