@@ -55,7 +55,8 @@ class LocalModel:
         self.batches = 0  # engine batches run (one per `complete` with something to answer)
         self._llm = None
 
-    def _engine(self):
+    def engine(self):
+        """The `vllm.LLM` this model runs on (started on first use; the policy's own when the model is the same)."""
         if self._llm is None:
             self._llm = shared_llm(self.path, seed=0, max_model_len=self.max_model_len,
                                    kv_cache_gib=self.kv_cache_gib, gpu_memory_utilization=self.gpu_memory_utilization)
@@ -70,7 +71,7 @@ class LocalModel:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        llm = self._engine()
+        llm = self.engine()
         # A shared engine keeps the context length its first user gave it.
         model_config = getattr(llm.llm_engine, "model_config", None)
         limit = min(self.max_model_len, getattr(model_config, "max_model_len", self.max_model_len))
@@ -121,7 +122,7 @@ class LocalModel:
             self.batches += 1
             if not on_gpu:
                 torch.manual_seed(derive_seed("local", *(batch[i][0] for i in where)))
-            outputs = self._engine().generate(prompts, params, use_tqdm=False)
+            outputs = self.engine().generate(prompts, params, use_tqdm=False)
             for i, output in zip(where, outputs):
                 results[i] = self.completion(output, batch[i][2]["top_logprobs"])
         return results

@@ -11,13 +11,15 @@ different conversations share steps. A remote simulator's calls run as concurren
 thread, with the client's concurrency, rate limits, retries, cache and failure accounting, while the engine steps.
 
 What stays reproducible: every request carries its own seed, derived from its conversation and turn (the policy)
-or its cache key (a local simulator). With local engines only, no clock is read: the schedule, and so every batch,
-is a function of the conversations, and a local simulator's answers are not read back from the cache here (an
-answer found there would end its turn at another step), so a batch redone after a kill samples the same text.
-With a remote simulator, replies arrive when the server sends them, so which policy turns share a step depends on
-timing; where the engine's arithmetic depends on its batch (bfloat16 on a CPU, most GPU kernels), the sampled
-text can then differ between runs. Records are still written only per finished batch: a kill loses and doubles
-nothing. `turn_synchronous` keeps byte-identical reruns with a remote simulator.
+or its cache key (a local simulator). With local engines only, no clock is read (structured-output grammars are
+compiled as a request is added: collabloop/policy.py), so the schedule, and every step's batch, is a function of
+the conversations; a local simulator's answers are not read back from the cache here (an answer found there
+would end its turn at another step), and each batch of a stage starts from an empty prefix cache, so a batch
+redone after a kill, or by another shard, samples the same text. With a remote simulator, replies arrive when the
+server sends them, so which policy turns share a step depends on timing; where the engine's arithmetic depends
+on its batch (bfloat16 on a CPU, most GPU kernels) a rerun's text can then differ, which is why `auto` keeps the
+turn-synchronous schedule there. Records are written only per finished batch either way: a kill loses and
+doubles nothing.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class Scheduler:
             return
         prompt, params = made
         top_logprobs = request.top_logprobs
-        self._stepped(self.simulator.local._engine()).add(
+        self._stepped(self.simulator.local.engine()).add(
             prompt, params, lambda output: self._answered_locally(key, self.simulator.local.completion(output,
                                                                                                      top_logprobs)))
 
