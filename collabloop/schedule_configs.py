@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from collabloop.config_error import ConfigError, at_least
+from collabloop.config_error import ConfigError, _help, at_least
 
 SCHEDULES = ("auto", "per_conversation", "turn_synchronous")
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass

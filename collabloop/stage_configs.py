@@ -10,10 +10,10 @@ parses every section before anything runs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from collabloop.collaboration import COLLABORATIVE_SYSTEM_PROMPT
-from collabloop.config_error import ConfigError, at_least
+from collabloop.config_error import ConfigError, _help, at_least
 from collabloop.llm_client import DEFAULT_TIMEOUT_S
 from collabloop.schedule_configs import RateLimitArgs, ScheduleArgs
 from collabloop.stats import BOOTSTRAP_RESAMPLES
@@ -24,10 +24,6 @@ SERVED_NAME = "simulator"
 SERVER_PORT = 8000
 SERVED_MODEL = f"hosted_vllm/{SERVED_NAME}"
 SERVER_API_BASE = f"http://127.0.0.1:{SERVER_PORT}/v1"
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 # CollabLLM's multiturn-aware reward: the task metric, the judge's interactivity grade, and a cost per token
