@@ -21,6 +21,7 @@ fi
   "$PY" bench/generation_vs_raw_vllm.py "${GEN[@]}"
   "$PY" bench/simulate_batching.py "${SIM[@]}"
   "$PY" bench/simulator_backends.py "${SIM[@]}"
+  "$PY" bench/simulation_schedule.py "${SIM[@]}"
   "$PY" bench/reward_model_batching.py "${RM[@]}"
   "$PY" bench/dpo_precompute_ref.py "${DPO[@]}"
   "$PY" bench/demo_iteration.py --config configs/demo.yaml "${DEMO[@]}"
