@@ -36,7 +36,7 @@ class ScheduleArgs:
         "assistant turns, turn by turn. 'auto': per_conversation where reruns keep their text (the policy and a "
         "'local/<dir>' simulator both in the stage's process), else turn_synchronous. With a remote simulator, "
         "per_conversation overlaps its calls with the policy's turns, but a rerun's text may differ (README, "
-        "'Reproducibility').",
+        "'How simulated conversations are scheduled').",
         default="auto",
     )
 
