@@ -16,7 +16,7 @@ from pathlib import Path
 def main(model_dir: str, work: str, mode: str) -> None:
     from collabloop.llm_client import Request, ResponseCache, client_for
     from collabloop.metrics import MetricResources, ScoringItem, score_items
-    from collabloop.policy import _ENGINES, PolicyEngine, SamplingSettings
+    from collabloop.policy import _ENGINES, PolicyEngine, SamplingSettings, forget_prefixes
     from collabloop.records import Task
     from collabloop.stage_configs import EvaluateConfig
 
@@ -45,7 +45,9 @@ def main(model_dir: str, work: str, mode: str) -> None:
                     "stats": dict(first.stats), "batches": first.local.batches,
                     "engine_starts": first.local.engine_starts, "api_base": first.endpoint.api_base}
 
-    fresh = client(ResponseCache(Path(work) / "b.sqlite"))  # the same batch, no cache: the same sampled text
+    # The same batch, no response cache, as a stage's next batch starts (an empty prefix cache): the same text.
+    forget_prefixes()
+    fresh = client(ResponseCache(Path(work) / "b.sqlite"))
     out["fresh_texts"] = [r.text for r in fresh.complete_many(requests)]
 
     judge = client_for(cfg, ResponseCache(Path(work) / "c.sqlite"), model=f"local/{model_dir}", api_base=None,
