@@ -101,9 +101,19 @@ class RemoteCalls:
                 return
 
     def close(self) -> None:
+        """Stop the loop as `asyncio.run` would: tasks left on it (litellm starts a logging worker on each
+        loop) cancelled and awaited first, else their coroutines complain of a closed loop at exit."""
+        asyncio.run_coroutine_threadsafe(self._cancel_the_rest(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
 
 class Scheduler:
