@@ -39,8 +39,9 @@ def test_batched_scores_match_one_at_a_time_in_input_order(reward_model_dir):
     batched = RewardModelScorer(str(reward_model_dir), batch_size=4).score(CONVERSATIONS)
     single = RewardModelScorer(str(reward_model_dir), batch_size=1)
     one_by_one = [single.score([c])[0] for c in CONVERSATIONS]
-    assert batched == pytest.approx(one_by_one, abs=1e-4)
-    assert len(set(round(s, 4) for s in batched)) == len(CONVERSATIONS)  # the texts get different scores
+    # Padding a batch changes the order of float32 sums: one suite run of four saw 1.7e-4 between the two.
+    assert batched == pytest.approx(one_by_one, abs=1e-3)
+    assert len(set(round(s, 2) for s in batched)) == len(CONVERSATIONS)  # the texts get different scores
 
 
 def test_long_conversations_keep_their_end_and_are_counted(reward_model_dir):
