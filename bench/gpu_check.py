@@ -7,6 +7,8 @@
 2. DPO full fine-tuning, then DPO with LoRA (r 32, as the CollabLLM recipes), each under `accelerate launch`
    with configs/zero2.yaml (DeepSpeed ZeRO-2), bf16 and gradient checkpointing, one rank per visible GPU;
    the reference is the model trained, as in a loop's first iteration: LoRA must load no second copy.
+   Then KTO, CPO, SimPO, ORPO and the reward model (RewardTrainer) the same way, fewer steps, and the
+   trained reward model scores conversations as annotate does (bf16 on a GPU), batched and one at a time.
 3. Where vLLM is installed: the policy's engine and a simulator engine of another model on the one GPU,
    each with its planned share (collabloop/memory_plan.py), then one loop iteration of configs/tiny.yaml.
 
@@ -69,15 +71,21 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def train(name: str, model: Path, pairs: Path, work: Path, steps: int, ranks: int, lora: bool) -> dict:
+def train(name: str, model: Path, pairs: Path, work: Path, steps: int, ranks: int, lora: bool,
+          algorithm: str = "dpo") -> dict:
+    """One trainer under accelerate + ZeRO-2 in bf16; `algorithm` 'rm' is the reward model's (run_rm.py)."""
     out = work / name / "model"
+    script = ["dpo_iteration/run_rm.py"] if algorithm == "rm" else ["dpo_iteration/train_preference.py",
+                                                                     "--algorithm", algorithm]
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/zero2.yaml"),
-            "--num_processes", str(ranks), str(REPO / "dpo_iteration/train_preference.py"),
-            "--algorithm", "dpo", "--pairs_path", str(pairs), "--model_name_or_path", str(model),
-            "--ref_model", str(model), "--output_dir", str(out), "--bf16", "true", "--gradient_checkpointing", "true",
+            "--num_processes", str(ranks), str(REPO / script[0]), *script[1:],
+            "--pairs_path", str(pairs), "--model_name_or_path", str(model),
+            "--output_dir", str(out), "--bf16", "true", "--gradient_checkpointing", "true",
             "--max_steps", str(steps), "--per_device_train_batch_size", "4", "--max_length", "256",
             "--learning_rate", "5e-6", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
             "--seed", "0"]
+    if algorithm == "dpo":  # the reference is the model trained, as in a loop's first iteration
+        argv += ["--ref_model", str(model)]
     if lora:
         argv += ["--use_peft", "true", "--lora_r", "32", "--lora_alpha", "16", "--lora_dropout", "0.1"]
     start = time.perf_counter()
@@ -97,6 +105,24 @@ def train(name: str, model: Path, pairs: Path, work: Path, steps: int, ranks: in
         "reference_copies_loaded": counts.get("reference_copies_loaded"), "world_size": counts.get("world_size"),
         "deepspeed_zero_stage": counts.get("deepspeed_zero_stage"),
     }
+
+
+def score_with_reward_model(model: Path) -> dict:
+    """RewardModelScorer as annotate uses it ('auto': bf16 on a GPU): batched against one at a time."""
+    import torch
+
+    from collabloop.reward_model import RewardModelScorer
+
+    conversations = [[{"role": "user", "content": f"What is {a} + {b}?"},
+                      {"role": "assistant", "content": f"It is {a + b + k}."}]
+                     for a, b in ((2, 3), (10, 7), (41, 1), (5, 5)) for k in (0, 1)]
+    batched = RewardModelScorer(str(model), batch_size=8)
+    single = RewardModelScorer(str(model), batch_size=1)
+    scores = batched.score(conversations)
+    one_at_a_time = [single.score([c])[0] for c in conversations]
+    return {"device": batched.device, "dtype": str(batched.model.dtype), "scores": [round(x, 4) for x in scores],
+            "max_batched_vs_single_difference": round(max(abs(a - b) for a, b in zip(scores, one_at_a_time)), 5),
+            "finite": all(torch.isfinite(torch.tensor(scores)).tolist())}
 
 
 ENGINES = """
@@ -154,6 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", default="bench/gpu_check_files", help="what bash bench/gpu_check.sh --prepare made")
     parser.add_argument("--steps", type=int, default=20, help="training steps of each DPO run")
+    parser.add_argument("--other_losses", default="kto,cpo,simpo,orpo,rm",
+                        help="comma-separated: the other trainers to run (full fine-tuning); '' for none")
+    parser.add_argument("--other_steps", type=int, default=8, help="training steps of each of --other_losses")
     parser.add_argument("--work", default="", help="scratch folder (default: a fresh one under /tmp)")
     parser.add_argument("--allow_cpu", action="store_true", help="run on a machine without a GPU (2 gloo ranks)")
     args = parser.parse_args()
@@ -184,6 +213,17 @@ def main() -> None:
         print(f"gpu_check: {name} ({args.steps} steps, {ranks} rank(s), ZeRO-2, bf16, gradient checkpointing)")
         result[name] = train(name, model, pairs, work, args.steps, ranks, lora)
         print(f"  {json.dumps(result[name])[:400]}")
+    for algorithm in args.other_losses.split(","):  # the other losses we offer, full fine-tuning, fewer steps
+        if not algorithm:
+            continue
+        name = f"{algorithm}_full"
+        print(f"gpu_check: {name} ({args.other_steps} steps)")
+        result[name] = train(name, model, pairs, work, args.other_steps, ranks, False, algorithm)
+        print(f"  {json.dumps(result[name])[:300]}")
+    if result.get("rm_full", {}).get("ok"):
+        print("gpu_check: the trained reward model scores conversations on the device")
+        result["reward_model_scores"] = score_with_reward_model(work / "rm_full" / "model")
+        print(f"  {json.dumps(result['reward_model_scores'])}")
     if gpus and importlib.util.find_spec("vllm") is not None:
         print("gpu_check: two vLLM engines on one GPU")
         result["two_engines"] = two_engines(model, work)
