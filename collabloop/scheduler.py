@@ -127,9 +127,12 @@ class Scheduler:
         self.engines: dict[int, SteppedEngine] = {}  # one per vLLM engine, by identity
         self.remote = None if simulator.local is not None else RemoteCalls(simulator)
         self.in_flight: dict[str, list[Callable[[CallResult], None]]] = {}  # simulator requests by cache key
+        self.to_cache: list[tuple[str, str]] = []  # a local simulator's answers, stored as the run ends
 
     def _stepped(self, llm) -> SteppedEngine:
-        return self.engines.setdefault(id(llm), SteppedEngine(llm))
+        if id(llm) not in self.engines:
+            self.engines[id(llm)] = SteppedEngine(llm)
+        return self.engines[id(llm)]
 
     def ask_simulator(self, request: Request, done: Callable[[CallResult], None]) -> None:
         key = self.simulator.cache_key(request)
@@ -154,8 +157,8 @@ class Scheduler:
 
     def _answered_locally(self, key: str, done: Completion) -> None:
         result, entry = self.simulator.local_result(done)
-        if entry is not None and self.simulator.cache is not None:
-            self.simulator.cache.put(key, entry)
+        if entry is not None:
+            self.to_cache.append((key, entry))
         self._answered(key, result)
 
     def _answered(self, key: str, result: CallResult) -> None:
@@ -192,4 +195,6 @@ class Scheduler:
         finally:
             if self.remote is not None:
                 self.remote.close()
+            if self.to_cache and self.simulator.cache is not None:  # one transaction, not one per answer
+                self.simulator.cache.put_many(self.to_cache)
         self.simulator._raise_if_stopped()  # after the calls in flight finished and were cached

@@ -7,7 +7,9 @@ the local simulator); tests/test_scheduler.py reads the RESULT line.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,8 @@ def main(model_dir: str, work: str) -> None:
         counts = roll_out(rollouts, 2, simulator, policy, sampling, ("s",), "text", schedule="per_conversation")
         runs.append({"futures": futures(rollouts), "counts": dict(counts), "stats": dict(simulator.stats)})
     out["local"] = runs
+    with closing(sqlite3.connect(Path(work) / "local.sqlite")) as db:  # stored for a later stage, in one write
+        out["local_cached"] = db.execute("SELECT COUNT(*) FROM responses_v1").fetchone()[0]
     # The 'choice' simulator (structured outputs: its grammars are compiled as its turns are added, not on a
     # thread whose timing would decide which turns share a step).
     choice = []

@@ -52,6 +52,7 @@ def test_local_engines_give_the_same_futures_again(scheduled):
     assert len({f["future"][1]["content"] for f in first["futures"]}) > 1  # sampled, conversation by conversation
     # Every user turn was asked of the engine both times: a local simulator's answers are not read back here.
     assert first["stats"]["calls"] == again["stats"]["calls"] == 12 and "cache_hits" not in again["stats"]
+    assert scheduled["local_cached"] == 12  # yet every answer was stored, for a turn-synchronous rerun to read
     assert first["counts"]["user_turns"] == 12
 
 
