@@ -276,7 +276,8 @@ class LLMClient:
         self._max_call_usd = max(self._max_call_usd, cost)
         self.stats["cost_usd"] = round(self.cost_usd, 6)
 
-    def _raise_if_stopped(self) -> None:
+    def raise_if_stopped(self) -> None:
+        """Raise BudgetExceeded once the budget stopped the calls; callers do so after the calls in flight ended."""
         if self._budget_stop is not None:
             raise BudgetExceeded(self._budget_stop)
 
@@ -313,7 +314,9 @@ class LLMClient:
     def _temperature(self, request: Request) -> float:
         return self.endpoint.temperature if request.temperature is None else request.temperature
 
-    async def _call(self, request: Request, semaphore: asyncio.Semaphore) -> CallResult:
+    async def call(self, request: Request, semaphore: asyncio.Semaphore) -> CallResult:
+        """One remote call: from the cache, else under `semaphore` and the rate limits, with retries; a failure is
+        recorded in the result, never raised."""
         import litellm
 
         key = self.cache_key(request) if self.cache is not None else None
@@ -380,7 +383,7 @@ class LLMClient:
     async def acomplete_many(self, requests: list[Request], progress: str | None = None) -> list[CallResult]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
         keys, unique = self._deduplicated(requests)
-        tasks = {key: asyncio.ensure_future(self._call(r, semaphore)) for key, r in unique.items()}
+        tasks = {key: asyncio.ensure_future(self.call(r, semaphore)) for key, r in unique.items()}
         if progress:
             from tqdm.auto import tqdm
 
@@ -392,7 +395,7 @@ class LLMClient:
                 await asyncio.gather(*tasks.values())
         else:
             await asyncio.gather(*tasks.values())
-        self._raise_if_stopped()  # after the calls in flight finished and were cached
+        self.raise_if_stopped()  # after the calls in flight finished and were cached
         return [tasks[key].result() for key in keys]
 
     def local_sampling(self, request: Request) -> dict:
@@ -411,7 +414,7 @@ class LLMClient:
         if not count:
             return
         if self._over_budget():
-            self._raise_if_stopped()
+            self.raise_if_stopped()
         self.stats["calls"] += count
         self._paid(0.0)
 

@@ -82,7 +82,7 @@ class RemoteCalls:
 
     def call(self, request: Request, done: Callable[[CallResult], None]) -> None:
         self.in_flight += 1
-        future = asyncio.run_coroutine_threadsafe(self.client._call(request, self.semaphore), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self.client.call(request, self.semaphore), self.loop)
         future.add_done_callback(lambda f: self.finished.put((done, f)))
 
     def deliver(self, block: bool) -> None:
@@ -197,4 +197,4 @@ class Scheduler:
                 self.remote.close()
             if self.to_cache and self.simulator.cache is not None:  # one transaction, not one per answer
                 self.simulator.cache.put_many(self.to_cache)
-        self.simulator._raise_if_stopped()  # after the calls in flight finished and were cached
+        self.simulator.raise_if_stopped()  # after the calls in flight finished and were cached
