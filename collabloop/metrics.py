@@ -17,7 +17,7 @@ import re
 
 from collabloop import judges  # noqa: F401  (importing this module registers the judges' metrics too)
 from collabloop.collaboration import asks_user
-from collabloop.llm_client import ResponseCache, client_for
+from collabloop.llm_client import client_for
 
 # The registry's names are this module's too: importing them from here also registers the built-in metrics.
 from collabloop.metric_registry import METRICS as METRICS
@@ -34,6 +34,7 @@ from collabloop.metric_registry import (
 from collabloop.metric_registry import direction as direction
 from collabloop.metric_registry import needs_sandbox as needs_sandbox
 from collabloop.records import Task
+from collabloop.response_cache import ResponseCache
 from collabloop.task_kinds import task_kind
 
 logger = logging.getLogger(__name__)

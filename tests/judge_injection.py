@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("--num_tasks", type=int, default=24)
     args = parser.parse_args()
 
-    from collabloop.llm_client import ResponseCache, client_for
+    from collabloop.llm_client import client_for
     from collabloop.metrics import MetricResources, ScoringItem, score_items
     from collabloop.records import Task
+    from collabloop.response_cache import ResponseCache
     from collabloop.stage_configs import AnnotateConfig
     from collabloop.stats import paired_bootstrap
 

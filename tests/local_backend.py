@@ -14,10 +14,11 @@ from pathlib import Path
 
 
 def main(model_dir: str, work: str, mode: str) -> None:
-    from collabloop.llm_client import Request, ResponseCache, client_for
+    from collabloop.llm_client import Request, client_for
     from collabloop.metrics import MetricResources, ScoringItem, score_items
     from collabloop.policy import _ENGINES, PolicyEngine, SamplingSettings, forget_prefixes
     from collabloop.records import Task
+    from collabloop.response_cache import ResponseCache
     from collabloop.stage_configs import EvaluateConfig
 
     cfg = EvaluateConfig(local_max_model_len=512)

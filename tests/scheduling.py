@@ -38,9 +38,10 @@ def futures(rollouts) -> list:
 
 
 def main(model_dir: str, work: str) -> None:
-    from collabloop.llm_client import Endpoint, LLMClient, ResponseCache
+    from collabloop.llm_client import Endpoint, LLMClient
     from collabloop.local_llm import LocalModel
     from collabloop.policy import PolicyEngine, SamplingSettings
+    from collabloop.response_cache import ResponseCache
     from collabloop.rollout import roll_out
     from tests.fake_openai import FaultServer
 

@@ -19,7 +19,8 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm's offline price t
 from annotate_data.annotate import main as annotate_main  # noqa: E402
 from annotate_data.scoring import run as annotate  # noqa: E402
 from collabloop.cli import run_main  # noqa: E402
-from collabloop.llm_client import BudgetExceeded, Endpoint, LLMClient, Request, ResponseCache  # noqa: E402
+from collabloop.llm_client import BudgetExceeded, Endpoint, LLMClient, Request  # noqa: E402
+from collabloop.response_cache import ResponseCache  # noqa: E402
 from collabloop.stage_configs import AnnotateConfig  # noqa: E402
 from tests.conftest import MODEL, math_task, write_jsonl  # noqa: E402
 from tests.fake_openai import FaultServer  # noqa: E402

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from collabloop.llm_client import Endpoint, LLMClient, Request, ResponseCache
+from collabloop.llm_client import Endpoint, LLMClient, Request
+from collabloop.response_cache import ResponseCache
 from tests.conftest import free_port
 from tests.fake_openai import FaultServer
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from collabloop.llm_client import ResponseCache, client_for
+from collabloop.llm_client import client_for
+from collabloop.response_cache import ResponseCache
 from collabloop.stage_configs import EvaluateConfig
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent

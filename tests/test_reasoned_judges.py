@@ -7,9 +7,9 @@ import pytest
 
 from collabloop.estimate import _judge_prompts
 from collabloop.judges import parse_document, parse_score
-from collabloop.llm_client import ResponseCache
 from collabloop.metrics import ScoringItem, metric_resources, score_items
 from collabloop.records import Task
+from collabloop.response_cache import ResponseCache
 from collabloop.stage_configs import AnnotateConfig
 
 
