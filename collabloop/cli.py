@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import sqlite3
@@ -129,25 +128,9 @@ def trainer_main(stage: str, classes: tuple[type, type], run, doc: str, argv=Non
     machine = {**trainer_defaults(), **(defaults or {})}
     ours, trl_args = parse_config(classes, stage, argv, doc, machine_defaults=machine)
     setup_logging(trl_args.output_dir)
-    _close_process_group_at_exit()
     line = trainer_end_line(stage, trl_args.output_dir, run(ours, trl_args))
     if line:
         say(line)
-
-
-@functools.cache  # once a process: a test runs several trainers in one
-def _close_process_group_at_exit() -> None:
-    """Close the ranks' process group as the process ends, as PyTorch asks (NCCL warns at exit otherwise: seen on
-    an H200 by bench/gpu_check.sh). At exit, not after training: a process may train more than once."""
-    import atexit
-
-    def close() -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
-    atexit.register(close)
 
 
 def trainer_end_line(stage: str, output_dir: str, result: dict | None) -> str | None:
